@@ -1,0 +1,61 @@
+# specd — the commands the README documents.
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(CURDIR)/.cache
+SHARED ?= $(CURDIR)/../shared
+MODEL ?= $(SHARED)/models/stories260K.gguf
+HEAVYGEN := $(CACHE)/bin/heavygen
+TEST_HEAVY := $(CACHE)/models/heavy-test-q8.gguf
+BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
+export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
+export GGML_NO_BACKTRACE := 1
+
+.PHONY: all backend build test test-short run models bench-models vet fmt clean
+
+all: build
+
+## backend: fetch the prebuilt llama.cpp libraries (npm, sha256-pinned) into .cache/backend
+backend:
+	@./scripts/install-backend.sh
+
+## build: bin/specd, CGO_ENABLED=0
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/specd ./cmd/specd
+
+$(HEAVYGEN):
+	@mkdir -p $(CACHE)/bin
+	CGO_ENABLED=0 $(GO) build -C $(SHARED)/tools/heavygen -o $(HEAVYGEN) .
+
+# A small heavygen target for tests: same tokenizer, imperfect agreement with
+# stories260K, cheap enough to run dozens of prompts.
+$(TEST_HEAVY): | $(HEAVYGEN)
+	@mkdir -p $(CACHE)/models
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
+
+# The benchmark pair's target (see docs/BENCHMARKS.md).
+$(BENCH_HEAVY): | $(HEAVYGEN)
+	@mkdir -p $(CACHE)/models
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 16384 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
+
+## models: the generated test models under .cache/models
+models: $(TEST_HEAVY)
+
+bench-models: $(BENCH_HEAVY)
+
+## test: the whole suite on the real backend and the real model
+test: backend models
+	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) $(GO) vet ./...
+	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) $(GO) test -race -timeout 40m ./...
+
+## run: build and start the daemon on the default models
+run: backend build
+	./bin/specd serve --config configs/specd.yaml
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,2 @@
+// Package configs is part of specd; see docs/architecture.md.
+package configs

@@ -1,0 +1,2 @@
+// Package engine is part of specd; see docs/architecture.md.
+package engine

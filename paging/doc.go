@@ -1,0 +1,2 @@
+// Package paging is part of specd; see docs/architecture.md.
+package paging

@@ -1,0 +1,2 @@
+// Package scheduler is part of specd; see docs/architecture.md.
+package scheduler

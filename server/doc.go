@@ -1,0 +1,2 @@
+// Package server is part of specd; see docs/architecture.md.
+package server

@@ -1,0 +1,2 @@
+// Package specdec is part of specd; see docs/architecture.md.
+package specdec
