@@ -1,0 +1,97 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors Submit returns before a request is queued. The server maps them to
+// HTTP statuses (ErrQueueFull → 429, ErrClosed → 503, the others → 400).
+var (
+	ErrQueueFull     = errors.New("scheduler: waiting queue is full")
+	ErrClosed        = errors.New("scheduler: shutting down")
+	ErrPromptTooLong = errors.New("scheduler: prompt does not fit the context")
+	ErrEmptyPrompt   = errors.New("scheduler: empty prompt")
+	ErrBadRequest    = errors.New("scheduler: invalid request")
+)
+
+// Sampling is how a request picks tokens. Temperature 0 is greedy.
+type Sampling struct {
+	Temperature float32 // 0 = greedy (argmax)
+	TopK        int     // 0 = off
+	TopP        float32 // 1 = off
+	MinP        float32 // 0 = off
+	Seed        uint64  // per-request random stream; same seed, same output
+}
+
+// Speculative are a request's speculation settings (the `speculative`
+// extension object of the HTTP API). Zero value: the daemon's defaults.
+type Speculative struct {
+	Proposer string // "" (default), "draft", "ngram", "none"
+	K        int    // 0 = default (adaptive or the configured fixed k); > 0 fixed k
+}
+
+// Request is one generation. Prompt is already tokenized (Tokenize).
+type Request struct {
+	Prompt      []int32
+	MaxTokens   int // > 0
+	Sampling    Sampling
+	Stop        []string // stop strings: never emitted, not part of the output
+	IgnoreEOS   bool
+	Speculative Speculative
+	Prediction  []int32 // OpenAI Predicted Outputs, tokenized; used as the draft
+}
+
+// Event is what a request's channel carries: zero or more events with new
+// text, then exactly one with Done set. The channel is closed after Done.
+type Event struct {
+	Text         string  // new text, always whole UTF-8 characters
+	Tokens       []int32 // the tokens behind Text (may be longer than Text shows while a stop string is pending)
+	Done         bool
+	FinishReason string // on Done: "stop" (EOG or stop string) or "length"
+	Err          error  // on Done: non-nil if the request failed
+	Usage        Usage  // on Done
+}
+
+// Usage is a finished request's accounting.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+	CachedTokens     int // prompt tokens served from the prefix cache
+	DraftProposed    int // draft tokens proposed for this request
+	DraftAccepted    int // of which accepted
+	Queued           time.Duration
+	PromptTime       time.Duration // admission to first token
+	GenTime          time.Duration // first token to done
+}
+
+// ChatMessage is one message of a chat prompt.
+type ChatMessage struct {
+	Role    string
+	Content string
+}
+
+// Stats is a snapshot of the scheduler for /metrics.
+type Stats struct {
+	Waiting, Running     int
+	KVBlocksTotal        int
+	KVBlocksUsed         int
+	KVBlocksCached       int
+	PrefixQueries        uint64 // prompt blocks looked up
+	PrefixHits           uint64 // prompt blocks found cached
+	PreemptionsRecomp    uint64
+	PreemptionsSwap      uint64
+	Steps                uint64
+	DraftProposed        uint64
+	DraftAccepted        uint64
+	AcceptedByPosition   []uint64 // [i] = draft tokens accepted at draft position i
+	ProposedByPosition   []uint64
+	LastK                int           // k chosen at the last speculative step
+	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of llama_decode within them
+}
+
+// Submitter is what the server needs of the scheduler.
+type Submitter interface {
+	Submit(ctx context.Context, r Request) (<-chan Event, error)
+}
