@@ -1,0 +1,118 @@
+package scheduler
+
+import "fmt"
+
+// Config is the scheduler's configuration. Zero fields take the documented
+// defaults in EnsureDefaults.
+type Config struct {
+	// CtxSize is the total KV tokens shared by all running sequences
+	// (llama-server's -c). Default 4096.
+	CtxSize int
+	// MaxSeqLen caps one sequence (prompt + output). Default: the model's
+	// training context, at most CtxSize.
+	MaxSeqLen int
+	// MaxRunning is the most sequences decoded together (--parallel).
+	// Default 8.
+	MaxRunning int
+	// MaxBatchTokens is the token budget of one step (target rows per
+	// decode). Default 512.
+	MaxBatchTokens int
+	// MaxWaiting bounds the waiting queue; Submit beyond it returns
+	// ErrQueueFull. Default 256.
+	MaxWaiting int
+	// BlockSize is the paging block in tokens. Default 16.
+	BlockSize int
+	// PrefixCache reuses KV of shared prompt prefixes. Default on (set
+	// DisablePrefixCache to turn it off).
+	DisablePrefixCache bool
+	// Preemption is "recompute" (default) or "swap".
+	Preemption string
+	// Proposer is the default proposer: "draft" (when a draft model is
+	// loaded), "ngram" or "none". Default: "draft" if a draft is loaded,
+	// else "none".
+	Proposer string
+	// SpecK fixes the draft length when > 0; 0 = adaptive in [KMin, KMax].
+	SpecK      int
+	KMin, KMax int // defaults 1 and 8
+	// Threads is the compute threads of the one thread pool that target
+	// and draft share (they never decode at once). Default 2.
+	Threads int
+	// FlashAttn: "off" (default, faster on CPU here), "on", "auto".
+	FlashAttn string
+	// KVType: "f16" (default), "q8_0", "f32".
+	KVType string
+}
+
+// EnsureDefaults fills zero fields.
+func (c *Config) EnsureDefaults() {
+	if c.CtxSize == 0 {
+		c.CtxSize = 4096
+	}
+	if c.MaxRunning == 0 {
+		c.MaxRunning = 8
+	}
+	if c.MaxBatchTokens == 0 {
+		c.MaxBatchTokens = 512
+	}
+	if c.MaxWaiting == 0 {
+		c.MaxWaiting = 256
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = 16
+	}
+	if c.Preemption == "" {
+		c.Preemption = "recompute"
+	}
+	if c.KMin == 0 {
+		c.KMin = 1
+	}
+	if c.KMax == 0 {
+		c.KMax = 8
+	}
+	if c.Threads == 0 {
+		c.Threads = 2
+	}
+	if c.FlashAttn == "" {
+		c.FlashAttn = "off"
+	}
+	if c.KVType == "" {
+		c.KVType = "f16"
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.CtxSize < 16:
+		return fmt.Errorf("ctx-size %d: must be at least 16", c.CtxSize)
+	case c.MaxRunning < 1 || c.MaxRunning > 128:
+		return fmt.Errorf("parallel %d: must be in 1..128", c.MaxRunning)
+	case c.MaxBatchTokens < 1:
+		return fmt.Errorf("batch budget %d: must be positive", c.MaxBatchTokens)
+	case c.MaxWaiting < 1:
+		return fmt.Errorf("max waiting %d: must be positive", c.MaxWaiting)
+	case c.BlockSize < 1 || c.BlockSize > 1024:
+		return fmt.Errorf("block size %d: must be in 1..1024", c.BlockSize)
+	case c.CtxSize/c.BlockSize < 1:
+		return fmt.Errorf("ctx-size %d is smaller than one block (%d)", c.CtxSize, c.BlockSize)
+	case c.Preemption != "recompute" && c.Preemption != "swap":
+		return fmt.Errorf("preemption %q: must be recompute or swap", c.Preemption)
+	case c.Proposer != "" && c.Proposer != "draft" && c.Proposer != "ngram" && c.Proposer != "none":
+		return fmt.Errorf("proposer %q: must be draft, ngram or none", c.Proposer)
+	case c.SpecK < 0 || c.SpecK > maxK:
+		return fmt.Errorf("spec-k %d: must be in 0..%d", c.SpecK, maxK)
+	case c.KMin < 0 || c.KMax < c.KMin || c.KMax > maxK:
+		return fmt.Errorf("k bounds %d..%d: need 0 <= kmin <= kmax <= %d", c.KMin, c.KMax, maxK)
+	case c.Threads < 1:
+		return fmt.Errorf("threads %d: must be positive", c.Threads)
+	case c.FlashAttn != "off" && c.FlashAttn != "on" && c.FlashAttn != "auto":
+		return fmt.Errorf("flash-attn %q: must be off, on or auto", c.FlashAttn)
+	}
+	if c.MaxBatchTokens < c.MaxRunning*(c.KMax+1) {
+		return fmt.Errorf("batch budget %d is smaller than parallel × (kmax+1) = %d", c.MaxBatchTokens, c.MaxRunning*(c.KMax+1))
+	}
+	return nil
+}
+
+// maxK is the longest draft the scheduler ever verifies.
+const maxK = 16

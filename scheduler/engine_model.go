@@ -1,0 +1,139 @@
+package scheduler
+
+import (
+	"fmt"
+	"log/slog"
+
+	"specd/engine"
+)
+
+// engineModel adapts an engine.Context and its reusable batch to Model.
+type engineModel struct {
+	ctx   *engine.Context
+	batch *engine.Batch
+}
+
+func (m *engineModel) Add(tok, pos, seq int32, logits bool) int {
+	return m.batch.Add(tok, pos, seq, logits)
+}
+func (m *engineModel) Pending() int { return m.batch.Len() }
+func (m *engineModel) Discard()     { m.batch.Reset() }
+func (m *engineModel) Decode() error {
+	err := m.ctx.Decode(m.batch)
+	m.batch.Reset()
+	return err
+}
+func (m *engineModel) Logits(row int) []float32   { return m.ctx.Logits(row) }
+func (m *engineModel) Remove(seq, p0, p1 int32)   { m.ctx.SeqRemove(seq, p0, p1) }
+func (m *engineModel) Copy(src, dst, p0, p1 int32) { m.ctx.SeqCopy(src, dst, p0, p1) }
+func (m *engineModel) PosMax(seq int32) int32     { return m.ctx.SeqPosMax(seq) }
+func (m *engineModel) SaveState(seq int32) ([]byte, error) {
+	return m.ctx.SaveSeqState(seq, nil)
+}
+func (m *engineModel) RestoreState(seq int32, data []byte) error {
+	return m.ctx.RestoreSeqState(seq, data)
+}
+
+// Engine is a scheduler over real llama.cpp contexts: the target, an optional
+// draft, and the one thread pool they share (draft and target never decode
+// at once, so one pool of Threads serves both without oversubscribing).
+type Engine struct {
+	*Scheduler
+	pool                *engine.ThreadPool
+	tctx, dctx          *engine.Context
+	tbatch, dbatch      *engine.Batch
+	targetMod, draftMod *engine.Model
+}
+
+// NewEngine makes the contexts for cfg and a scheduler over them. draft may
+// be nil. The caller keeps ownership of the models; Close frees the rest.
+func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, logger *slog.Logger) (*Engine, error) {
+	cfg.EnsureDefaults()
+	if cfg.MaxSeqLen == 0 {
+		cfg.MaxSeqLen = target.Info().NCtxTrain
+	}
+	if draft != nil {
+		if err := target.Vocab().CompatibleWith(draft.Vocab()); err != nil {
+			return nil, fmt.Errorf("draft model does not share the target's vocabulary: %w", err)
+		}
+	}
+	e := &Engine{targetMod: target, draftMod: draft}
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	var err error
+	if e.pool, err = lib.NewThreadPool(cfg.Threads); err != nil {
+		return nil, err
+	}
+	fa := map[string]engine.FlashAttn{"off": engine.FlashAttnOff, "on": engine.FlashAttnOn, "auto": engine.FlashAttnAuto}[cfg.FlashAttn]
+	mk := func(m *engine.Model, outputs int) (*engine.Context, *engine.Batch, error) {
+		p := engine.DefaultContextParams()
+		p.NCtx = cfg.CtxSize
+		p.NBatch = cfg.MaxBatchTokens
+		p.NUBatch = cfg.MaxBatchTokens
+		p.NSeqMax = NumSlots(cfg)
+		p.NOutputsMax = outputs
+		p.Threads = cfg.Threads
+		p.ThreadPool = e.pool
+		p.UnifiedKV = true
+		p.FlashAttn = fa
+		p.TypeK, p.TypeV = engine.KVType(cfg.KVType), engine.KVType(cfg.KVType)
+		c, err := m.NewContext(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := lib.NewBatch(cfg.MaxBatchTokens)
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return c, b, nil
+	}
+	if e.tctx, e.tbatch, err = mk(target, min(cfg.MaxBatchTokens, cfg.MaxRunning*(cfg.KMax+1))); err != nil {
+		return nil, fmt.Errorf("target context: %w", err)
+	}
+	var dm Model
+	if draft != nil {
+		if e.dctx, e.dbatch, err = mk(draft, cfg.MaxRunning); err != nil {
+			return nil, fmt.Errorf("draft context: %w", err)
+		}
+		dm = &engineModel{e.dctx, e.dbatch}
+	}
+	e.Scheduler, err = New(cfg, &engineModel{e.tctx, e.tbatch}, dm, target.Vocab(), logger)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return e, nil
+}
+
+// Tokenize tokenizes with the target's vocabulary (BOS as the model wants).
+func (e *Engine) Tokenize(text string, addSpecial bool) ([]int32, error) {
+	return e.targetMod.Vocab().Tokenize(text, addSpecial, true)
+}
+
+// TargetContext and DraftContext expose the contexts for tests that compare
+// the allocator's view with llama.cpp's.
+func (e *Engine) TargetContext() *engine.Context { return e.tctx }
+func (e *Engine) DraftContext() *engine.Context  { return e.dctx }
+
+// Close frees contexts, batches and the thread pool. Call it after Run has
+// returned.
+func (e *Engine) Close() {
+	for _, b := range []*engine.Batch{e.tbatch, e.dbatch} {
+		if b != nil {
+			b.Close()
+		}
+	}
+	for _, c := range []*engine.Context{e.tctx, e.dctx} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if e.pool != nil {
+		e.pool.Close()
+	}
+}

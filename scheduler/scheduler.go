@@ -1,0 +1,379 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"specd/paging"
+	"specd/specdec"
+)
+
+// Scheduler runs the continuous-batching loop. One goroutine (Run) owns all
+// sequence state and both model contexts; requests arrive through Submit and
+// leave through their own event channels.
+type Scheduler struct {
+	cfg    Config
+	target Model
+	draft  Model // nil without a draft model
+	vocab  Vocab
+	nVocab int
+	alloc  *paging.Allocator
+	log    *slog.Logger
+
+	inbox   chan *seq
+	nWait   atomic.Int64 // requests submitted and not yet admitted
+	closed  atomic.Bool
+	nextID  atomic.Uint64
+	wake    chan struct{}
+	done    chan struct{}
+	stopped atomic.Bool
+
+	// Loop state.
+	waiting  []*seq // FIFO; preempted sequences go to the front
+	running  []*seq // admission order
+	admitSeq uint64
+	costs    specdec.CostModel
+	chooser  specdec.BatchChooser
+	bseqs    []specdec.BatchSeq
+	kcfg     specdec.KConfig
+	items    []item // scratch: this step's plan
+	tokBuf   []int32
+	rowsBuf  [][]float32
+	// Finished sequences whose Done event the reader has not taken yet.
+	undelivered []*seq
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// New makes a scheduler over a target model context, an optional draft
+// context (nil for none) and the target's vocabulary. The contexts must have
+// at least NumSlots() sequences and CtxSize cells, unified KV.
+func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Scheduler, error) {
+	cfg.EnsureDefaults()
+	if cfg.Proposer == "" {
+		if draft != nil {
+			cfg.Proposer = "draft"
+		} else {
+			cfg.Proposer = "none"
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Proposer == "draft" && draft == nil {
+		return nil, errors.New("proposer draft needs a draft model")
+	}
+	if cfg.MaxSeqLen == 0 || cfg.MaxSeqLen > cfg.CtxSize {
+		cfg.MaxSeqLen = cfg.CtxSize
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Scheduler{
+		cfg:    cfg,
+		target: target,
+		draft:  draft,
+		vocab:  vocab,
+		nVocab: vocab.NTokens(),
+		log:    logger,
+		inbox:  make(chan *seq, cfg.MaxWaiting),
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		kcfg: specdec.KConfig{
+			KMin:  cfg.KMin,
+			KMax:  cfg.KMax,
+			Fixed: cfg.SpecK,
+		},
+	}
+	alloc, err := paging.New(paging.Config{
+		BlockSize:   cfg.BlockSize,
+		NumBlocks:   cfg.CtxSize / cfg.BlockSize,
+		NumSlots:    NumSlots(cfg),
+		PrefixCache: !cfg.DisablePrefixCache,
+	}, kvOps{s})
+	if err != nil {
+		return nil, err
+	}
+	s.alloc = alloc
+	s.stats.AcceptedByPosition = make([]uint64, maxK)
+	s.stats.ProposedByPosition = make([]uint64, maxK)
+	return s, nil
+}
+
+// NumSlots is how many llama.cpp sequence ids the contexts need: running
+// sequences plus as many again to hold prefix-cache blocks of finished ones.
+func NumSlots(cfg Config) int {
+	cfg.EnsureDefaults()
+	n := 2 * cfg.MaxRunning
+	if n > 256 {
+		n = 256
+	}
+	return n
+}
+
+// kvOps applies paging's KV requests to both contexts, so the target's and
+// the draft's caches stay in step.
+type kvOps struct{ s *Scheduler }
+
+func (k kvOps) Remove(slot int32, p0, p1 int32) {
+	k.s.target.Remove(slot, p0, p1)
+	if k.s.draft != nil {
+		k.s.draft.Remove(slot, p0, p1)
+	}
+}
+
+func (k kvOps) Copy(src, dst int32, p0, p1 int32) {
+	k.s.target.Copy(src, dst, p0, p1)
+	if k.s.draft != nil {
+		k.s.draft.Copy(src, dst, p0, p1)
+	}
+}
+
+// Config returns the effective configuration (defaults filled).
+func (s *Scheduler) Config() Config { return s.cfg }
+
+// Submit queues a request. It fails at once with ErrQueueFull when the
+// waiting queue is full and ErrClosed after Close; invalid requests get
+// ErrBadRequest, ErrEmptyPrompt or ErrPromptTooLong (wrapped with details).
+// Cancelling ctx removes the request within one step.
+func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := s.validate(&r); err != nil {
+		return nil, err
+	}
+	if s.nWait.Add(1) > int64(s.cfg.MaxWaiting) {
+		s.nWait.Add(-1)
+		return nil, ErrQueueFull
+	}
+	q := &seq{
+		id:        s.nextID.Add(1),
+		ctx:       ctx,
+		req:       r,
+		events:    make(chan Event, 64),
+		tokens:    append(make([]int32, 0, len(r.Prompt)+r.MaxTokens+maxK+1), r.Prompt...),
+		nPrompt:   len(r.Prompt),
+		submitted: time.Now(),
+		out:       newTextOut(r.Stop),
+		slot:      -1,
+	}
+	q.fixedK = r.Speculative.K
+	q.acc = specdec.NewAcceptance(s.kcfg)
+	switch p := r.Speculative.Proposer; {
+	case len(r.Prediction) > 0 && (p == "" || p == "prediction"):
+		q.proposer = propPrediction
+		q.pred = specdec.NewPrediction(r.Prediction)
+	case p == "":
+		q.proposer = parseProposer(s.cfg.Proposer)
+	default:
+		q.proposer = parseProposer(p)
+	}
+	if q.fixedK == 0 && s.cfg.SpecK > 0 {
+		q.fixedK = s.cfg.SpecK
+	}
+	smp := specdec.SamplingParams{
+		Temperature: r.Sampling.Temperature, TopK: r.Sampling.TopK,
+		TopP: r.Sampling.TopP, MinP: r.Sampling.MinP, Seed: r.Sampling.Seed,
+	}
+	q.sampler = specdec.NewSampler(smp, s.nVocab)
+	if q.proposer == propDraft && !q.sampler.Greedy() {
+		smp.Seed ^= 0x9e3779b97f4a7c15 // the draft's own stream, independent of the target's
+		q.dsampler = specdec.NewSampler(smp, s.nVocab)
+	}
+	select {
+	case s.inbox <- q:
+	default:
+		s.nWait.Add(-1)
+		return nil, ErrQueueFull
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return q.events, nil
+}
+
+func parseProposer(p string) proposerKind {
+	switch p {
+	case "draft":
+		return propDraft
+	case "ngram":
+		return propNGram
+	case "prediction":
+		return propPrediction
+	}
+	return propNone
+}
+
+func (s *Scheduler) validate(r *Request) error {
+	if len(r.Prompt) == 0 {
+		return ErrEmptyPrompt
+	}
+	for i, t := range r.Prompt {
+		if t < 0 || int(t) >= s.nVocab {
+			return fmt.Errorf("%w: prompt token %d at index %d is outside the vocabulary (0..%d)", ErrBadRequest, t, i, s.nVocab-1)
+		}
+	}
+	for _, t := range r.Prediction {
+		if t < 0 || int(t) >= s.nVocab {
+			return fmt.Errorf("%w: prediction token %d is outside the vocabulary", ErrBadRequest, t)
+		}
+	}
+	if r.MaxTokens < 1 {
+		return fmt.Errorf("%w: max_tokens must be at least 1", ErrBadRequest)
+	}
+	if len(r.Prompt)+1 > s.cfg.MaxSeqLen {
+		return fmt.Errorf("%w: %d prompt tokens, the context holds %d per sequence", ErrPromptTooLong, len(r.Prompt), s.cfg.MaxSeqLen)
+	}
+	if r.MaxTokens > s.cfg.MaxSeqLen-len(r.Prompt) {
+		r.MaxTokens = s.cfg.MaxSeqLen - len(r.Prompt)
+	}
+	switch r.Speculative.Proposer {
+	case "", "none", "ngram", "prediction":
+	case "draft":
+		if s.draft == nil {
+			return fmt.Errorf("%w: speculative.proposer \"draft\" needs a draft model, and none is loaded", ErrBadRequest)
+		}
+	default:
+		return fmt.Errorf("%w: speculative.proposer %q: must be draft, ngram or none", ErrBadRequest, r.Speculative.Proposer)
+	}
+	if r.Speculative.K < 0 || r.Speculative.K > s.cfg.KMax {
+		return fmt.Errorf("%w: speculative.k %d: must be in 0..%d", ErrBadRequest, r.Speculative.K, s.cfg.KMax)
+	}
+	smp := specdec.SamplingParams{Temperature: r.Sampling.Temperature, TopK: r.Sampling.TopK, TopP: r.Sampling.TopP, MinP: r.Sampling.MinP, Seed: r.Sampling.Seed}
+	if err := smp.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// Close stops accepting requests; Run then finishes the running and waiting
+// ones and returns. Use the context given to Run to stop at once.
+func (s *Scheduler) Close() {
+	s.closed.Store(true)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Done is closed when Run has returned.
+func (s *Scheduler) Done() <-chan struct{} { return s.done }
+
+// Stats returns a snapshot for /metrics.
+func (s *Scheduler) Stats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	st := s.stats
+	st.AcceptedByPosition = append([]uint64(nil), s.stats.AcceptedByPosition...)
+	st.ProposedByPosition = append([]uint64(nil), s.stats.ProposedByPosition...)
+	return st
+}
+
+// Run is the loop. It returns when ctx is cancelled (failing every request
+// still in flight) or after Close once all work is done.
+func (s *Scheduler) Run(ctx context.Context) {
+	defer close(s.done)
+	defer s.stopped.Store(true)
+	for {
+		s.drainInbox()
+		if len(s.waiting) == 0 && len(s.running) == 0 {
+			if s.closed.Load() && len(s.inbox) == 0 {
+				s.publishStats(0, 0)
+				return
+			}
+			s.publishStats(0, 0)
+			var retry <-chan time.Time
+			if len(s.undelivered) > 0 {
+				retry = time.After(time.Millisecond)
+			}
+			select {
+			case <-ctx.Done():
+				s.abortAll(ctx.Err())
+				return
+			case q := <-s.inbox:
+				s.waiting = append(s.waiting, q)
+			case <-s.wake:
+			case <-retry:
+				s.reap()
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			s.abortAll(ctx.Err())
+			return
+		}
+		s.safeStep()
+	}
+}
+
+func (s *Scheduler) drainInbox() {
+	for {
+		select {
+		case q := <-s.inbox:
+			s.waiting = append(s.waiting, q)
+		default:
+			return
+		}
+	}
+}
+
+// safeStep runs one step; a panic inside (a bug, or a native failure that
+// surfaced as one) fails the sequences of that step, not the daemon.
+func (s *Scheduler) safeStep() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("scheduler step panicked; failing its sequences", "panic", r)
+			err := fmt.Errorf("internal error: %v", r)
+			for _, q := range append([]*seq(nil), s.running...) {
+				s.finish(q, "", err)
+			}
+			s.target.Discard()
+			if s.draft != nil {
+				s.draft.Discard()
+			}
+		}
+	}()
+	s.step()
+}
+
+func (s *Scheduler) abortAll(err error) {
+	s.drainInbox()
+	for _, q := range append([]*seq(nil), s.running...) {
+		s.finish(q, "", err)
+	}
+	for _, q := range s.waiting {
+		s.nWait.Add(-1)
+		q.finished = true
+		q.usage.PromptTokens = q.nPrompt
+		s.deliver(q, Event{Done: true, Err: err, Usage: q.usage}, true)
+	}
+	s.waiting = nil
+}
+
+// publishStats refreshes the snapshot Stats returns.
+func (s *Scheduler) publishStats(step, decode time.Duration) {
+	ps := s.alloc.Stats()
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	st := &s.stats
+	st.Waiting = int(s.nWait.Load())
+	st.Running = len(s.running)
+	st.KVBlocksTotal = ps.Total
+	st.KVBlocksUsed = ps.Used
+	st.KVBlocksCached = ps.Cached
+	st.PrefixQueries = ps.PrefixQueries
+	st.PrefixHits = ps.PrefixHits
+	if step > 0 {
+		st.Steps++
+		st.StepTime += step
+		st.DecodeTime += decode
+	}
+}

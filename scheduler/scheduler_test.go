@@ -1,0 +1,338 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+const fakeVocabN = 64
+
+type rig struct {
+	s             *Scheduler
+	target, draft *fakeModel
+	cancel        context.CancelFunc
+}
+
+func newRig(t *testing.T, cfg Config, withDraft bool) *rig {
+	t.Helper()
+	target := newFake(fakeVocabN, cfg.CtxSize+64, 0)
+	var draft *fakeModel
+	var dm Model
+	if withDraft {
+		draft = newFake(fakeVocabN, cfg.CtxSize+64, 77)
+		dm = draft
+	}
+	s, err := New(cfg, target, dm, fakeVocab{fakeVocabN}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	r := &rig{s: s, target: target, draft: draft, cancel: cancel}
+	t.Cleanup(func() { cancel(); <-s.Done() })
+	return r
+}
+
+// collect reads a request's events to the end.
+func collect(ch <-chan Event) (toks []int32, text string, last Event) {
+	for ev := range ch {
+		toks = append(toks, ev.Tokens...)
+		text += ev.Text
+		if ev.Done {
+			last = ev
+		}
+	}
+	return
+}
+
+func mkPrompt(rng *rand.Rand, n int) []int32 {
+	p := make([]int32, n)
+	p[0] = 1
+	for i := 1; i < n; i++ {
+		p[i] = int32(3 + rng.IntN(fakeVocabN-3))
+	}
+	return p
+}
+
+type job struct {
+	req Request
+}
+
+func mkJobs(n int, seed uint64, temp float32) []Request {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var out []Request
+	for i := 0; i < n; i++ {
+		r := Request{Prompt: mkPrompt(rng, 2+rng.IntN(60)), MaxTokens: 1 + rng.IntN(40), IgnoreEOS: i%3 == 0}
+		r.Sampling.Temperature = temp
+		r.Sampling.Seed = uint64(i)
+		if i%4 == 1 {
+			// Repetitive prompt so the n-gram proposer finds matches.
+			for j := range r.Prompt[1:] {
+				r.Prompt[1+j] = int32(3 + j%7)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// runAll submits every request at once and returns the outputs in order.
+func runAll(t *testing.T, s *Scheduler, reqs []Request) [][]int32 {
+	t.Helper()
+	outs := make([][]int32, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		ch, err := s.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks, _, last := collect(ch)
+			if last.Err != nil {
+				t.Errorf("request %d: %v", i, last.Err)
+			}
+			outs[i] = toks
+		}()
+	}
+	wg.Wait()
+	return outs
+}
+
+// runAlone runs each request by itself on a fresh scheduler without
+// speculation: the reference output.
+func runAlone(t *testing.T, cfg Config, reqs []Request) [][]int32 {
+	t.Helper()
+	cfg.Proposer = "none"
+	r := newRig(t, cfg, false)
+	outs := make([][]int32, len(reqs))
+	for i, q := range reqs {
+		q.Speculative = Speculative{}
+		outs[i] = runAll(t, r.s, []Request{q})[0]
+	}
+	return outs
+}
+
+func waitIdle(t *testing.T, s *Scheduler) Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := s.Stats()
+		if st.Running == 0 && st.Waiting == 0 && st.KVBlocksUsed == 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduler not idle: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestBatchedEqualsAloneAcrossProposers(t *testing.T) {
+	for _, temp := range []float32{0, 0.8} {
+		reqs := mkJobs(32, 7, temp)
+		base := Config{CtxSize: 4096, MaxRunning: 32, MaxBatchTokens: 512, KMax: 8}
+		want := runAlone(t, base, reqs)
+		for _, prop := range []string{"none", "draft", "ngram"} {
+			if temp > 0 && prop != "none" {
+				// Rejection sampling keeps the distribution, not the exact
+				// tokens: seeded equality holds only without speculation.
+				continue
+			}
+			for _, k := range []int{0, 1, 4} {
+				t.Run(fmt.Sprintf("T%.1f/%s/k%d", temp, prop, k), func(t *testing.T) {
+					cfg := base
+					cfg.Proposer = prop
+					cfg.SpecK = k
+					r := newRig(t, cfg, prop == "draft")
+					got := runAll(t, r.s, reqs)
+					for i := range reqs {
+						if !slices.Equal(got[i], want[i]) {
+							t.Fatalf("request %d: batched %v, alone %v", i, got[i], want[i])
+						}
+					}
+					st := waitIdle(t, r.s)
+					if prop != "none" && k > 0 && st.DraftProposed == 0 {
+						t.Fatalf("no draft tokens proposed with %s", prop)
+					}
+					if prop == "draft" && k > 0 && (st.DraftAccepted == 0 || st.DraftAccepted == st.DraftProposed) {
+						t.Fatalf("acceptance %d/%d: the fake draft should agree sometimes, not always", st.DraftAccepted, st.DraftProposed)
+					}
+					if n := r.target.usedCells(); n != 0 && cfg.DisablePrefixCache {
+						t.Fatalf("%d target cells left", n)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestSmallPoolPreemptsAndCompletes(t *testing.T) {
+	reqs := mkJobs(16, 11, 0)
+	for i := range reqs {
+		reqs[i].IgnoreEOS = true
+		reqs[i].MaxTokens = 30
+	}
+	base := Config{CtxSize: 256, MaxRunning: 16, MaxBatchTokens: 256, KMax: 4, BlockSize: 8}
+	want := runAlone(t, Config{CtxSize: 4096, MaxRunning: 16, MaxBatchTokens: 256, KMax: 4}, reqs)
+	for _, mode := range []string{"recompute", "swap"} {
+		for _, prop := range []string{"none", "draft"} {
+			t.Run(mode+"/"+prop, func(t *testing.T) {
+				cfg := base
+				cfg.Preemption = mode
+				cfg.Proposer = prop
+				r := newRig(t, cfg, prop == "draft")
+				got := runAll(t, r.s, reqs)
+				for i := range reqs {
+					if !slices.Equal(got[i], want[i]) {
+						t.Fatalf("request %d: got %v, want %v", i, got[i], want[i])
+					}
+				}
+				st := waitIdle(t, r.s)
+				if st.PreemptionsRecomp+st.PreemptionsSwap == 0 {
+					t.Fatalf("pool of %d blocks never preempted", st.KVBlocksTotal)
+				}
+				if mode == "swap" && st.PreemptionsSwap == 0 {
+					t.Fatalf("swap mode made no swap preemption: %+v", st)
+				}
+			})
+		}
+	}
+}
+
+func TestCancellationsFreeEverything(t *testing.T) {
+	cfg := Config{CtxSize: 2048, MaxRunning: 8, MaxBatchTokens: 256, KMax: 4, DisablePrefixCache: true}
+	r := newRig(t, cfg, true)
+	reqs := mkJobs(40, 5, 0)
+	rng := rand.New(rand.NewPCG(3, 3))
+	var wg sync.WaitGroup
+	for _, q := range reqs {
+		q.MaxTokens = 40
+		q.IgnoreEOS = true
+		ctx, cancel := context.WithCancel(context.Background())
+		ch, err := r.s.Submit(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := rng.IntN(6)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			n := 0
+			for ev := range ch {
+				n++
+				if n == after {
+					cancel()
+				}
+				_ = ev
+			}
+		}()
+	}
+	wg.Wait()
+	waitIdle(t, r.s)
+	// The loop may still be inside its last step; give it a moment.
+	time.Sleep(10 * time.Millisecond)
+	r.s.Close()
+	<-r.s.Done()
+	if n := r.target.usedCells(); n != 0 {
+		t.Fatalf("%d target KV cells left after all requests ended", n)
+	}
+	if n := r.draft.usedCells(); n != 0 {
+		t.Fatalf("%d draft KV cells left", n)
+	}
+}
+
+func TestQueueFullAndValidation(t *testing.T) {
+	cfg := Config{CtxSize: 256, MaxRunning: 1, MaxBatchTokens: 64, KMax: 4, MaxWaiting: 2}
+	target := newFake(fakeVocabN, 512, 0)
+	s, err := New(cfg, target, nil, fakeVocab{fakeVocabN}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not running: submissions stay queued.
+	ok := Request{Prompt: []int32{1, 5}, MaxTokens: 4}
+	for i := 0; i < 2; i++ {
+		if _, err := s.Submit(context.Background(), ok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Submit(context.Background(), ok); err != ErrQueueFull {
+		t.Fatalf("third submit: %v, want ErrQueueFull", err)
+	}
+	bad := []Request{
+		{Prompt: nil, MaxTokens: 1},
+		{Prompt: []int32{1, 999}, MaxTokens: 1},
+		{Prompt: make([]int32, 300), MaxTokens: 1},
+		{Prompt: []int32{1}, MaxTokens: 0},
+		{Prompt: []int32{1}, MaxTokens: 1, Speculative: Speculative{Proposer: "draft"}},
+		{Prompt: []int32{1}, MaxTokens: 1, Speculative: Speculative{Proposer: "bogus"}},
+		{Prompt: []int32{1}, MaxTokens: 1, Sampling: Sampling{Temperature: -1}},
+	}
+	for i, b := range bad {
+		if _, err := s.Submit(context.Background(), b); err == nil || err == ErrQueueFull {
+			t.Fatalf("bad request %d accepted (err %v)", i, err)
+		}
+	}
+}
+
+func TestStopStringsAndMaxTokens(t *testing.T) {
+	cfg := Config{CtxSize: 1024, MaxRunning: 4, MaxBatchTokens: 128, KMax: 4}
+	r := newRig(t, cfg, false)
+	req := Request{Prompt: []int32{1, 9, 10}, MaxTokens: 20, IgnoreEOS: true}
+	toks, text, last := collect(mustSubmit(t, r.s, req))
+	if last.FinishReason != "length" || len(toks) != 20 || last.Usage.CompletionTokens != 20 {
+		t.Fatalf("finish %q, %d tokens, usage %+v", last.FinishReason, len(toks), last.Usage)
+	}
+	// Stop at the text of the 5th token: output is the first 4 tokens' text.
+	var piece []byte
+	stopAt := string(fakeVocab{}.AppendPiece(piece, toks[4], false))
+	want := ""
+	for _, tk := range toks[:4] {
+		want += string(fakeVocab{}.AppendPiece(nil, tk, false))
+	}
+	// The stop string may occur earlier in the text; only check it is cut.
+	req.Stop = []string{stopAt}
+	_, text2, last2 := collect(mustSubmit(t, r.s, req))
+	if last2.FinishReason != "stop" || len(text2) > len(want) || !startsWith(text, text2) {
+		t.Fatalf("stop %q: text %q finish %q; full text %q", stopAt, text2, last2.FinishReason, text)
+	}
+}
+
+func startsWith(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+func mustSubmit(t *testing.T, s *Scheduler, r Request) <-chan Event {
+	t.Helper()
+	ch, err := s.Submit(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+func TestDecodeFailureFailsOnlyItsStep(t *testing.T) {
+	cfg := Config{CtxSize: 1024, MaxRunning: 4, MaxBatchTokens: 128, KMax: 4}
+	target := newFake(fakeVocabN, 2048, 0)
+	target.failAt = 3
+	s, err := New(cfg, target, nil, fakeVocab{fakeVocabN}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); <-s.Done() }()
+	go s.Run(ctx)
+	reqs := mkJobs(4, 9, 0)
+	outs := runAll(t, s, reqs) // the batch retry path keeps every request alive
+	want := runAlone(t, cfg, reqs)
+	for i := range reqs {
+		if !slices.Equal(outs[i], want[i]) {
+			t.Fatalf("request %d after a failed decode: %v want %v", i, outs[i], want[i])
+		}
+	}
+}

@@ -1,0 +1,661 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"specd/specdec"
+)
+
+// item is one sequence's share of a step: target input t[from:to), and when
+// to reaches the end of the sequence, logits for the pending token plus k
+// draft tokens to verify. The plan is plain data: schedule decides it,
+// execute runs it, update applies the result.
+type item struct {
+	q        *seq
+	from, to int
+	logits   bool
+	k        int // draft tokens verified this step (len(q.drafts) after propose)
+	row      int // target row of the token at to-1 (when logits)
+	drow     int // draft row whose logits give the next proposal
+}
+
+// ErrKVExhausted fails a request that cannot fit in the KV pool even alone.
+var ErrKVExhausted = errors.New("scheduler: KV cache too small for this request")
+
+func (s *Scheduler) step() {
+	t0 := time.Now()
+	s.reap()
+	items := s.schedule()
+	if len(items) == 0 {
+		s.publishStats(time.Since(t0), 0)
+		return
+	}
+	s.propose(items)
+	dt := s.decodeTarget(items)
+	s.update(items)
+	s.publishStats(time.Since(t0), dt)
+}
+
+// reap drops cancelled requests (client gone, timeout) and retries
+// delivering held-back events.
+func (s *Scheduler) reap() {
+	for i := 0; i < len(s.running); i++ {
+		q := s.running[i]
+		if q.ctx.Err() != nil {
+			s.finish(q, "", q.ctx.Err())
+			i--
+		}
+	}
+	kept := s.waiting[:0]
+	for _, q := range s.waiting {
+		if q.ctx.Err() != nil {
+			s.nWait.Add(-1)
+			q.finished = true
+			s.deliver(q, Event{Done: true, Err: q.ctx.Err(), Usage: q.usage}, true)
+			continue
+		}
+		kept = append(kept, q)
+	}
+	clear(s.waiting[len(kept):])
+	s.waiting = kept
+	for _, q := range s.running {
+		if q.hasPend {
+			s.deliver(q, Event{}, false)
+		}
+	}
+	for _, q := range append([]*seq(nil), s.undelivered...) {
+		s.deliver(q, Event{}, true)
+	}
+}
+
+// schedule decides this step: running sequences first, oldest first, then
+// admissions while the token budget, the slots and the KV blocks allow.
+func (s *Scheduler) schedule() []item {
+	items := s.items[:0]
+	budget := s.cfg.MaxBatchTokens
+	s.planK()
+	preempted := false
+	for i := 0; i < len(s.running) && budget > 0; i++ {
+		q := s.running[i]
+		need := len(q.tokens) - q.computed
+		n := min(need, budget)
+		logits := n == need
+		k := 0
+		if logits {
+			k = s.kFor(q, budget-n)
+		}
+		for {
+			missing := s.alloc.Grow(q.slot, q.computed+n+k-s.alloc.Len(q.slot))
+			if missing == 0 {
+				break
+			}
+			if k > 0 {
+				k = 0
+				continue
+			}
+			if victim := s.newestAfter(i); victim != nil {
+				s.preempt(victim)
+				preempted = true
+				continue
+			}
+			if len(s.running) > 1 {
+				// q is the newest: it yields to the older ones.
+				s.preempt(q)
+				preempted = true
+				i--
+			} else if q.generated() > 0 {
+				s.finish(q, "length", nil)
+				i--
+			} else {
+				s.finish(q, "", ErrKVExhausted)
+				i--
+			}
+			q = nil
+			break
+		}
+		if q == nil {
+			continue
+		}
+		items = append(items, item{q: q, from: q.computed, to: q.computed + n, logits: logits, k: k})
+		budget -= n + k
+	}
+	// Admission stops after a preemption in this step: the pool is short.
+	for !preempted && budget > 0 && len(s.waiting) > 0 && len(s.running) < s.cfg.MaxRunning {
+		q := s.waiting[0]
+		it, ok := s.admit(q, budget)
+		if !ok {
+			if len(s.running) == 0 && len(items) == 0 {
+				// Nothing runs and the head still does not fit: it never will.
+				s.waiting = s.waiting[1:]
+				s.nWait.Add(-1)
+				q.finished = true
+				s.deliver(q, Event{Done: true, Err: ErrKVExhausted, Usage: q.usage}, true)
+				continue
+			}
+			break
+		}
+		s.waiting = s.waiting[1:]
+		s.nWait.Add(-1)
+		items = append(items, it)
+		budget -= it.to - it.from + it.k
+	}
+	s.items = items
+	return items
+}
+
+// admit moves the head of the waiting queue into the running set if a slot
+// and blocks for its first chunk are available.
+func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
+	var cached int
+	var ok bool
+	if q.state == stSwapped {
+		q.slot, cached, ok = s.alloc.Admit(nil)
+	} else {
+		q.slot, cached, ok = s.alloc.Admit(q.tokens)
+	}
+	if !ok {
+		return item{}, false
+	}
+	if q.state != stSwapped {
+		q.computed, q.dcomputed = cached, cached
+		if q.admitted == 0 {
+			q.cachedTokens = cached
+			q.usage.CachedTokens = cached
+		}
+	}
+	need := len(q.tokens) - q.computed
+	n := min(need, budget)
+	logits := n == need
+	k := 0 // a newly admitted sequence verifies no draft in its first step
+	// Reserve the restored KV (swap) and the first chunk at once, so a
+	// failure leaves the swapped state intact.
+	grow := n
+	if q.state == stSwapped {
+		grow += q.computed
+	}
+	if s.alloc.Grow(q.slot, grow) != 0 {
+		s.alloc.Free(q.slot)
+		q.slot = -1
+		return item{}, false
+	}
+	if q.state == stSwapped && !s.restore(q) {
+		s.alloc.Free(q.slot)
+		q.slot = -1
+		return item{}, false // restore turned it into a recompute; next step
+	}
+	s.admitSeq++
+	q.admitted = s.admitSeq
+	q.state = stRunning
+	if q.admittedAt.IsZero() {
+		q.admittedAt = time.Now()
+		q.usage.Queued = q.admittedAt.Sub(q.submitted)
+	}
+	s.running = append(s.running, q)
+	return item{q: q, from: q.computed, to: q.computed + n, logits: logits, k: k}, true
+}
+
+// restore brings a swapped sequence's KV back from host memory.
+func (s *Scheduler) restore(q *seq) bool {
+	if err := s.target.RestoreState(int32(q.slot), q.swapT); err != nil {
+		s.log.Warn("swap-in failed; recomputing", "err", err)
+		s.recomputeInstead(q)
+		return false
+	}
+	if s.draft != nil && q.swapD != nil {
+		if err := s.draft.RestoreState(int32(q.slot), q.swapD); err != nil {
+			s.log.Warn("draft swap-in failed; recomputing", "err", err)
+			s.target.Remove(int32(q.slot), 0, -1)
+			s.recomputeInstead(q)
+			return false
+		}
+	}
+	q.swapT, q.swapD = nil, nil
+	return true
+}
+
+func (s *Scheduler) recomputeInstead(q *seq) {
+	q.state = stWaiting
+	q.computed, q.dcomputed = 0, 0
+	q.swapT, q.swapD = nil, nil
+}
+
+// newestAfter is the most recently admitted running sequence at an index
+// after i (not yet scheduled this step), or nil.
+func (s *Scheduler) newestAfter(i int) *seq {
+	var v *seq
+	for _, q := range s.running[i+1:] {
+		if v == nil || q.admitted > v.admitted {
+			v = q
+		}
+	}
+	return v
+}
+
+// preempt takes a running sequence out and puts it first in the waiting
+// queue: its KV is either dropped (recompute) or saved to host memory (swap).
+func (s *Scheduler) preempt(q *seq) {
+	s.removeRunning(q)
+	swapped := false
+	if s.cfg.Preemption == "swap" {
+		t, err := s.target.SaveState(int32(q.slot))
+		var d []byte
+		if err == nil && s.draft != nil {
+			d, err = s.draft.SaveState(int32(q.slot))
+		}
+		if err == nil {
+			q.swapT, q.swapD = t, d
+			swapped = true
+		} else {
+			s.log.Warn("swap-out failed; preempting by recompute", "err", err)
+		}
+	}
+	s.alloc.Free(q.slot)
+	q.slot = -1
+	if swapped {
+		q.state = stSwapped
+		s.statsMu.Lock()
+		s.stats.PreemptionsSwap++
+		s.statsMu.Unlock()
+	} else {
+		q.state = stWaiting
+		q.computed, q.dcomputed = 0, 0
+		s.statsMu.Lock()
+		s.stats.PreemptionsRecomp++
+		s.statsMu.Unlock()
+	}
+	s.waiting = append([]*seq{q}, s.waiting...)
+	s.nWait.Add(1)
+}
+
+func (s *Scheduler) removeRunning(q *seq) {
+	for i, r := range s.running {
+		if r == q {
+			copy(s.running[i:], s.running[i+1:])
+			s.running[len(s.running)-1] = nil
+			s.running = s.running[:len(s.running)-1]
+			return
+		}
+	}
+}
+
+// planK chooses this step's draft length for every running sequence that
+// is decoding (its pending token is all it has left to compute): model-free
+// proposals are made here, since their length bounds k; then one batch-wide
+// choice maximises expected tokens per second under the measured costs
+// (specdec.BatchChooser), which may turn speculation off for some sequences
+// or all of them.
+func (s *Scheduler) planK() {
+	s.bseqs = s.bseqs[:0]
+	for _, q := range s.running {
+		q.kWant = 0
+		limit := 0
+		if q.proposer != propNone && len(q.tokens)-q.computed == 1 {
+			limit = min(s.cfg.KMax, q.req.MaxTokens-q.generated()-1, s.cfg.MaxSeqLen-len(q.tokens)-1)
+			if q.fixedK > 0 {
+				limit = min(limit, q.fixedK)
+			}
+			switch q.proposer {
+			case propNGram:
+				q.drafts = specdec.NGram{}.Propose(q.tokens, max(limit, 0), q.drafts[:0])
+				limit = len(q.drafts)
+			case propPrediction:
+				q.drafts = q.pred.Propose(q.tokens[q.nPrompt:], max(limit, 0), q.drafts[:0])
+				limit = len(q.drafts)
+			}
+		}
+		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: max(limit, 0), Model: q.proposer == propDraft})
+	}
+	s.chooser.Choose(s.kcfg, s.bseqs, 0, &s.costs)
+	for i, q := range s.running {
+		q.kWant = s.bseqs[i].K
+		if q.fixedK > 0 {
+			q.kWant = s.bseqs[i].Limit // the request fixed k (bounded by what it may still produce)
+		}
+	}
+}
+
+// kFor is the number of draft tokens sequence q verifies this step.
+func (s *Scheduler) kFor(q *seq, budgetLeft int) int {
+	return max(min(q.kWant, budgetLeft), 0)
+}
+
+// propose fills q.drafts for every item with k > 0 and keeps the draft
+// model's KV caught up with the target's.
+func (s *Scheduler) propose(items []item) {
+	for i := range items {
+		it := &items[i]
+		q := it.q
+		if q.proposer == propNGram || q.proposer == propPrediction {
+			it.k = min(it.k, len(q.drafts)) // proposed in planK
+			q.drafts = q.drafts[:it.k]
+		} else {
+			q.drafts = q.drafts[:0]
+		}
+	}
+	if s.draft == nil {
+		return
+	}
+	s.runDraft(items)
+}
+
+// runDraft: the first draft decode feeds each sequence's catch-up tokens
+// (what the target will have after this step) and, for sequences drafting
+// with the model, yields the first proposal; each further position is one
+// more batched decode over all of them.
+func (s *Scheduler) runDraft(items []item) {
+	kmax := 0
+	for i := range items {
+		it := &items[i]
+		q := it.q
+		want := it.logits && q.proposer == propDraft && it.k > 0
+		for p := q.dcomputed; p < it.to; p++ {
+			row := s.draft.Add(q.tokens[p], int32(p), int32(q.slot), want && p == it.to-1)
+			if want && p == it.to-1 {
+				it.drow = row
+			}
+		}
+		if !want && q.proposer == propDraft {
+			it.k = 0
+		}
+		if want {
+			kmax = max(kmax, it.k)
+			if q.dsampler != nil {
+				if need := it.k * s.nVocab; cap(q.qbuf) < need {
+					q.qbuf = make([]float32, need)
+				}
+				q.q = q.q[:0]
+			}
+		}
+	}
+	if s.draft.Pending() == 0 {
+		return
+	}
+	t0 := time.Now()
+	if err := s.draft.Decode(); err != nil {
+		s.draftFailed(items, err)
+		return
+	}
+	for i := range items {
+		items[i].q.dcomputed = items[i].to
+	}
+	for j := 0; j < kmax; j++ {
+		for i := range items {
+			it := &items[i]
+			q := it.q
+			if q.proposer != propDraft || !it.logits || j >= it.k {
+				continue
+			}
+			logits := s.draft.Logits(it.drow)
+			var d int32
+			if q.dsampler == nil {
+				d = specdec.Argmax(logits)
+			} else {
+				dist := q.dsampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
+				q.q = append(q.q, dist)
+				d = q.dsampler.SampleDist(dist)
+			}
+			q.drafts = append(q.drafts, d)
+			if j+1 < it.k {
+				it.drow = s.draft.Add(d, int32(it.to+j), int32(q.slot), true)
+			}
+		}
+		if s.draft.Pending() == 0 {
+			break
+		}
+		if err := s.draft.Decode(); err != nil {
+			s.draftFailed(items, err)
+			return
+		}
+		for i := range items {
+			it := &items[i]
+			if it.q.proposer == propDraft && it.logits && j+1 < it.k {
+				it.q.dcomputed++
+			}
+		}
+	}
+	s.costs.ObserveDraft(max(len(items), 1), time.Since(t0)/time.Duration(max(kmax, 1)))
+}
+
+// draftFailed: a failed draft decode costs speculation, not correctness:
+// drop the draft KV past what the target has and verify nothing this step.
+func (s *Scheduler) draftFailed(items []item, err error) {
+	s.log.Warn("draft decode failed; speculating without it this step", "err", err)
+	s.draft.Discard()
+	for i := range items {
+		it := &items[i]
+		q := it.q
+		if q.proposer == propDraft {
+			q.drafts = q.drafts[:0]
+			it.k = 0
+		}
+		q.dcomputed = min(q.dcomputed, q.computed)
+		s.draft.Remove(int32(q.slot), int32(q.dcomputed), -1)
+	}
+}
+
+// decodeTarget runs the one target decode of the step. A failed batch is
+// retried one sequence at a time so that only the sequences that fail alone
+// are failed.
+func (s *Scheduler) decodeTarget(items []item) time.Duration {
+	rows := 0
+	for i := range items {
+		rows += s.addTarget(&items[i])
+	}
+	t0 := time.Now()
+	err := s.target.Decode()
+	dt := time.Since(t0)
+	if err == nil {
+		s.costs.ObserveVerify(rows, dt)
+		return dt
+	}
+	s.log.Warn("target decode failed; retrying one sequence at a time", "err", err, "rows", rows)
+	for i := range items {
+		s.target.Remove(int32(items[i].q.slot), int32(items[i].from), -1)
+	}
+	for i := range items {
+		it := items[i]
+		s.addTarget(&it)
+		if err := s.target.Decode(); err != nil {
+			s.target.Remove(int32(it.q.slot), int32(it.from), -1)
+			s.finish(it.q, "", fmt.Errorf("decode failed: %w", err))
+			items[i].q = nil
+			continue
+		}
+		// Its logits are gone after the next decode: verify it now.
+		s.updateOne(&it)
+		items[i].q = nil
+	}
+	return time.Since(t0)
+}
+
+func (s *Scheduler) addTarget(it *item) int {
+	q := it.q
+	for p := it.from; p < it.to; p++ {
+		r := s.target.Add(q.tokens[p], int32(p), int32(q.slot), it.logits && p == it.to-1)
+		if it.logits && p == it.to-1 {
+			it.row = r
+		}
+	}
+	for j, d := range q.drafts[:it.k] {
+		s.target.Add(d, int32(it.to+j), int32(q.slot), true)
+	}
+	return it.to - it.from + it.k
+}
+
+// update verifies and appends for every item of the step.
+func (s *Scheduler) update(items []item) {
+	for i := range items {
+		if items[i].q != nil {
+			s.updateOne(&items[i])
+		}
+	}
+}
+
+func (s *Scheduler) updateOne(it *item) {
+	q := it.q
+	if !it.logits {
+		q.computed = it.to
+		return
+	}
+	rows := s.rowsBuf[:0]
+	for j := 0; j <= it.k; j++ {
+		rows = append(rows, s.target.Logits(it.row+j))
+	}
+	var qd [][]float32
+	if q.proposer == propDraft && q.dsampler != nil && it.k > 0 {
+		qd = q.q[:it.k]
+	}
+	out, accepted := q.sampler.Verify(q.drafts[:it.k], qd, rows, s.tokBuf[:0])
+	s.tokBuf = out[:0]
+	s.rowsBuf = rows[:0]
+	if it.k > 0 {
+		q.acc.Observe(it.k, accepted)
+		q.usage.DraftProposed += it.k
+		q.usage.DraftAccepted += accepted
+		s.statsMu.Lock()
+		s.stats.DraftProposed += uint64(it.k)
+		s.stats.DraftAccepted += uint64(accepted)
+		for j := 0; j < it.k && j < len(s.stats.ProposedByPosition); j++ {
+			s.stats.ProposedByPosition[j]++
+			if j < accepted {
+				s.stats.AcceptedByPosition[j]++
+			}
+		}
+		s.stats.LastK = it.k
+		s.statsMu.Unlock()
+	}
+	q.computed = it.to + accepted
+	if s.alloc.Len(q.slot) > q.computed {
+		s.alloc.Trim(q.slot, q.computed)
+	}
+	q.dcomputed = min(q.dcomputed, q.computed)
+	s.appendTokens(q, out)
+	if !q.finished {
+		done := q.computed
+		if s.draft != nil {
+			done = min(done, q.dcomputed)
+		}
+		s.alloc.Commit(q.slot, q.tokens[:done])
+	}
+}
+
+// appendTokens adds verified tokens to q, streams their text and finishes q
+// on an end-of-generation token, a stop string, max_tokens or a full context.
+func (s *Scheduler) appendTokens(q *seq, toks []int32) {
+	var piece [64]byte
+	ev := Event{}
+	reason := ""
+	for _, t := range toks {
+		if q.firstTok.IsZero() {
+			q.firstTok = time.Now()
+		}
+		q.tokens = append(q.tokens, t)
+		q.usage.CompletionTokens++
+		ev.Tokens = append(ev.Tokens, t)
+		if !q.req.IgnoreEOS && s.vocab.IsEOG(t) {
+			reason = "stop"
+			break
+		}
+		text, stopped := q.out.push(s.vocab.AppendPiece(piece[:0], t, false))
+		ev.Text += text
+		if stopped {
+			reason = "stop"
+			break
+		}
+		if q.generated() >= q.req.MaxTokens || len(q.tokens) >= s.cfg.MaxSeqLen {
+			reason = "length"
+			break
+		}
+	}
+	if reason != "" {
+		ev.Text += q.out.flush()
+	}
+	if ev.Text != "" || len(ev.Tokens) > 0 {
+		s.deliver(q, ev, false)
+	}
+	if reason != "" {
+		s.finish(q, reason, nil)
+	}
+}
+
+// finish ends a running sequence: frees its KV and delivers Done.
+func (s *Scheduler) finish(q *seq, reason string, err error) {
+	if q.finished {
+		return
+	}
+	q.finished = true
+	s.removeRunning(q)
+	if q.slot >= 0 {
+		s.alloc.Free(q.slot)
+		q.slot = -1
+	}
+	q.state = stDone
+	now := time.Now()
+	q.usage.PromptTokens = q.nPrompt
+	if !q.admittedAt.IsZero() {
+		if q.firstTok.IsZero() {
+			q.usage.PromptTime = now.Sub(q.admittedAt)
+		} else {
+			q.usage.PromptTime = q.firstTok.Sub(q.admittedAt)
+			q.usage.GenTime = now.Sub(q.firstTok)
+		}
+	}
+	s.deliver(q, Event{Done: true, FinishReason: reason, Err: err, Usage: q.usage}, true)
+}
+
+// deliver hands an event to the request's channel without ever blocking the
+// loop: text coalesces while the reader lags; Done is kept until delivered
+// (or the reader is gone).
+func (s *Scheduler) deliver(q *seq, ev Event, final bool) {
+	if q.hasPend {
+		q.pending.Text += ev.Text
+		q.pending.Tokens = append(q.pending.Tokens, ev.Tokens...)
+		if ev.Done {
+			q.pending.Done, q.pending.FinishReason, q.pending.Err, q.pending.Usage = true, ev.FinishReason, ev.Err, ev.Usage
+		}
+	} else if ev.Done || ev.Text != "" || len(ev.Tokens) > 0 {
+		q.pending, q.hasPend = ev, true
+	}
+	if !q.hasPend {
+		return
+	}
+	select {
+	case q.events <- q.pending:
+		done := q.pending.Done
+		q.pending, q.hasPend = Event{}, false
+		if done {
+			close(q.events)
+			s.removeUndelivered(q)
+		}
+		return
+	default:
+	}
+	if q.pending.Done {
+		if q.ctx.Err() != nil {
+			// Nobody is reading any more.
+			s.removeUndelivered(q)
+			return
+		}
+		s.addUndelivered(q)
+	}
+}
+
+func (s *Scheduler) addUndelivered(q *seq) {
+	for _, r := range s.undelivered {
+		if r == q {
+			return
+		}
+	}
+	s.undelivered = append(s.undelivered, q)
+}
+
+func (s *Scheduler) removeUndelivered(q *seq) {
+	for i, r := range s.undelivered {
+		if r == q {
+			s.undelivered = append(s.undelivered[:i], s.undelivered[i+1:]...)
+			return
+		}
+	}
+}
