@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"fmt"
+)
+
+var (
+	llamaGetMemory        func(ctx uintptr) uintptr
+	llamaMemoryClear      func(mem uintptr, data bool)
+	llamaMemorySeqKeep    func(mem uintptr, seq int32)
+	llamaMemorySeqPosMin  func(mem uintptr, seq int32) int32
+	llamaStateSeqGetSize  func(ctx uintptr, seq int32) uintptr
+	llamaStateSeqGetData  func(ctx uintptr, dst *byte, size uintptr, seq int32) uintptr
+	llamaStateSeqSetData  func(ctx uintptr, src *byte, size uintptr, seq int32) uintptr
+	llamaMemorySeqRmSym   uintptr
+	llamaMemorySeqCpSym   uintptr
+	llamaMemorySeqPosMaxS uintptr
+)
+
+func bindMemory(b *binder) {
+	b.fn(&llamaGetMemory, "llama_get_memory")
+	b.fn(&llamaMemoryClear, "llama_memory_clear")
+	b.fn(&llamaMemorySeqKeep, "llama_memory_seq_keep")
+	b.fn(&llamaMemorySeqPosMin, "llama_memory_seq_pos_min")
+	b.fn(&llamaStateSeqGetSize, "llama_state_seq_get_size")
+	b.fn(&llamaStateSeqGetData, "llama_state_seq_get_data")
+	b.fn(&llamaStateSeqSetData, "llama_state_seq_set_data")
+	// Called once per sequence per step by the scheduler: no reflection.
+	llamaMemorySeqRmSym = b.sym("llama_memory_seq_rm")
+	llamaMemorySeqCpSym = b.sym("llama_memory_seq_cp")
+	llamaMemorySeqPosMaxS = b.sym("llama_memory_seq_pos_max")
+}
+
+// i32 passes a signed 32-bit C argument through SyscallN (sign-extended;
+// the callee reads the low half).
+func i32(v int32) uintptr { return uintptr(int64(v)) }
+
+// SeqRemove removes positions [p0, p1) of sequence seq from the KV cache
+// (p1 < 0: to the end; seq < 0: every sequence). It returns false when a
+// partial range cannot be removed; removing a whole sequence never fails.
+func (c *Context) SeqRemove(seq, p0, p1 int32) bool {
+	a := c.args[:4]
+	a[0], a[1], a[2], a[3] = c.mem, i32(seq), i32(p0), i32(p1)
+	return c.call(llamaMemorySeqRmSym, a)&0xff != 0
+}
+
+// SeqCopy makes positions [p0, p1) of src also belong to dst (p1 < 0: to the
+// end). With UnifiedKV the cells are shared, not copied.
+func (c *Context) SeqCopy(src, dst, p0, p1 int32) {
+	a := c.args[:5]
+	a[0], a[1], a[2], a[3], a[4] = c.mem, i32(src), i32(dst), i32(p0), i32(p1)
+	c.call(llamaMemorySeqCpSym, a)
+}
+
+// SeqKeep removes every sequence but seq.
+func (c *Context) SeqKeep(seq int32) { llamaMemorySeqKeep(c.mem, seq) }
+
+// SeqPosMin is the smallest position of seq in the cache, -1 if empty.
+func (c *Context) SeqPosMin(seq int32) int32 { return llamaMemorySeqPosMin(c.mem, seq) }
+
+// SeqPosMax is the largest position of seq in the cache, -1 if empty.
+func (c *Context) SeqPosMax(seq int32) int32 {
+	a := c.args[:2]
+	a[0], a[1] = c.mem, i32(seq)
+	return int32(c.call(llamaMemorySeqPosMaxS, a))
+}
+
+// ClearKV empties the whole cache.
+func (c *Context) ClearKV() { llamaMemoryClear(c.mem, true) }
+
+// SeqStateSize is the number of bytes SaveSeqState needs for seq.
+func (c *Context) SeqStateSize(seq int32) int { return int(llamaStateSeqGetSize(c.ptr, seq)) }
+
+// SaveSeqState appends seq's KV state to dst (reusing its capacity) so the
+// sequence can be dropped from the cache and restored later.
+func (c *Context) SaveSeqState(seq int32, dst []byte) ([]byte, error) {
+	n := c.SeqStateSize(seq)
+	if n == 0 {
+		return dst, fmt.Errorf("engine: sequence %d has no state to save", seq)
+	}
+	start := len(dst)
+	if cap(dst)-start < n {
+		nd := make([]byte, start, start+n)
+		copy(nd, dst)
+		dst = nd
+	}
+	dst = dst[:start+n]
+	got := llamaStateSeqGetData(c.ptr, &dst[start], uintptr(n), seq)
+	if got == 0 {
+		return dst[:start], withLastError("engine: llama_state_seq_get_data failed for sequence %d", seq)
+	}
+	return dst[:start+int(got)], nil
+}
+
+// RestoreSeqState loads data saved by SaveSeqState into sequence seq, which
+// should be empty. It fails when the cache has no room.
+func (c *Context) RestoreSeqState(seq int32, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("engine: empty state for sequence %d", seq)
+	}
+	takeLastError()
+	if llamaStateSeqSetData(c.ptr, &data[0], uintptr(len(data)), seq) == 0 {
+		return withLastError("engine: llama_state_seq_set_data failed for sequence %d", seq)
+	}
+	return nil
+}
