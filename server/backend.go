@@ -1,0 +1,32 @@
+package server
+
+import (
+	"context"
+
+	"specd/scheduler"
+)
+
+// Backend is what the server needs of the model and its scheduler. The
+// daemon implements it over scheduler + engine; tests use a fake.
+type Backend interface {
+	// Submit queues one generation. The channel carries the request's events
+	// (see scheduler.Event) and is closed after the Done event. Cancelling ctx
+	// ends the request early (it still ends with a Done event). Errors before
+	// queueing: scheduler.ErrQueueFull → 429, ErrClosed → 503,
+	// ErrPromptTooLong / ErrEmptyPrompt / ErrBadRequest → 400; anything
+	// else → 500.
+	Submit(ctx context.Context, r scheduler.Request) (<-chan scheduler.Event, error)
+	// Tokenize turns text into tokens, parsing special-token text (chat
+	// templates rely on it). addSpecial adds BOS (and whatever else the model
+	// wants at the start of a sequence) when the model asks for it; the
+	// server passes false for a prediction, which continues a sequence.
+	Tokenize(text string, addSpecial bool) ([]int32, error)
+	// ApplyChatTemplate renders messages with the model's chat template,
+	// ending with the assistant's turn opened. Its error text is shown to
+	// the client in a 400.
+	ApplyChatTemplate(msgs []scheduler.ChatMessage) (string, error)
+	ModelID() string
+	ContextSize() int // max tokens of one sequence (prompt + completion)
+	VocabSize() int   // token ids of array prompts must be in [0, VocabSize)
+	Stats() scheduler.Stats
+}

@@ -1,0 +1,659 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+
+	"specd/scheduler"
+)
+
+// genRequest is a decoded, validated /v1/completions or /v1/chat/completions
+// body, before tokenization. decode builds it from bytes alone (no backend),
+// so it can be fuzzed.
+type genRequest struct {
+	chat     bool
+	model    string
+	prompts  []promptInput          // completions: one choice set per prompt
+	messages []scheduler.ChatMessage // chat
+
+	maxTokens      int    // 0: not given (default applies)
+	maxTokensParam string // the field that set maxTokens, for errors
+	untilFull      bool   // n_predict: -1 (llama.cpp): as many as fit
+
+	sampling  scheduler.Sampling
+	seedGiven bool
+	stop      []string
+	n         int
+	ignoreEOS bool
+
+	stream       bool
+	includeUsage bool
+
+	prediction    string
+	hasPrediction bool
+	speculative   scheduler.Speculative
+}
+
+// promptInput is one completions prompt: text or tokens.
+type promptInput struct {
+	text     string
+	tokens   []int32
+	isTokens bool
+}
+
+// limits are what decode validates against.
+type limits struct {
+	maxN  int
+	vocab int // token ids in array prompts must be below it
+}
+
+// Sampling defaults are OpenAI's (temperature 1, top_p 1), not llama.cpp's.
+const (
+	defaultTemperature = 1
+	defaultTopP        = 1
+	maxStops           = 4
+	maxSpeculativeK    = 64
+)
+
+// neutral tells whether a known-but-unsupported field has a value that asks
+// for nothing (null, false, 0, the default), so it can be accepted.
+type neutral func(json.RawMessage) bool
+
+func isNull(r json.RawMessage) bool { return string(r) == "null" }
+
+func rawIs(vals ...string) neutral {
+	return func(r json.RawMessage) bool {
+		if isNull(r) {
+			return true
+		}
+		for _, v := range vals {
+			if string(r) == v {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func numIs(want float64) neutral {
+	return func(r json.RawMessage) bool {
+		if isNull(r) {
+			return true
+		}
+		f, err := strconv.ParseFloat(string(r), 64)
+		return err == nil && f == want
+	}
+}
+
+func emptyArray(r json.RawMessage) bool {
+	var a []json.RawMessage
+	return isNull(r) || (json.Unmarshal(r, &a) == nil && a != nil && len(a) == 0)
+}
+
+func emptyObject(r json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return isNull(r) || (json.Unmarshal(r, &m) == nil && m != nil && len(m) == 0)
+}
+
+func textFormat(r json.RawMessage) bool {
+	var f struct {
+		Type string `json:"type"`
+	}
+	return isNull(r) || (json.Unmarshal(r, &f) == nil && f.Type == "text")
+}
+
+func textModalities(r json.RawMessage) bool {
+	var m []string
+	return isNull(r) || (json.Unmarshal(r, &m) == nil && (len(m) == 0 || (len(m) == 1 && m[0] == "text")))
+}
+
+// unsupported are fields this server knows and cannot honour. A request that
+// sets one to anything but its neutral value gets a 400 naming it: a client
+// asking for logprobs or tools must not get an answer that silently lacks
+// them. Order is the order of the names in the message.
+var unsupported = []struct {
+	name    string
+	neutral neutral
+}{
+	{"logprobs", rawIs("false", "0")},
+	{"top_logprobs", numIs(0)},
+	{"logit_bias", emptyObject},
+	{"presence_penalty", numIs(0)},
+	{"frequency_penalty", numIs(0)},
+	{"response_format", textFormat},
+	{"tools", emptyArray},
+	{"tool_choice", rawIs(`"none"`, `"auto"`)},
+	{"functions", emptyArray},
+	{"function_call", rawIs(`"none"`, `"auto"`)},
+	{"echo", rawIs("false")},
+	{"best_of", numIs(1)},
+	{"suffix", rawIs(`""`)},
+	{"audio", isNull},
+	{"modalities", textModalities},
+	{"web_search_options", isNull},
+	{"reasoning_effort", isNull},
+	{"verbosity", isNull},
+	// llama.cpp extensions with an effect we do not implement.
+	{"grammar", rawIs(`""`)},
+	{"json_schema", emptyObject},
+	{"repeat_penalty", numIs(1)},
+	{"mirostat", numIs(0)},
+	{"typical_p", numIs(1)},
+	{"n_probs", numIs(0)},
+	{"dry_multiplier", numIs(0)},
+	{"xtc_probability", numIs(0)},
+}
+
+// decode parses and validates a request body. Fields it does not know are
+// ignored, as OpenAI does; see unsupported for known ones it refuses.
+func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, badRequest("", "the request body is empty; it must be a JSON object")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		if _, ok := err.(*json.UnmarshalTypeError); ok {
+			return nil, badRequest("", "the request body must be a JSON object")
+		}
+		return nil, badRequest("", "could not parse the JSON body of the request: %v", err)
+	}
+	if m == nil {
+		return nil, badRequest("", "the request body must be a JSON object")
+	}
+
+	var bad []string
+	for _, u := range unsupported {
+		if r, ok := m[u.name]; ok && !u.neutral(r) {
+			bad = append(bad, u.name)
+		}
+	}
+	if len(bad) > 0 {
+		e := badRequest(bad[0], "unsupported parameter(s): %s (this server does not implement them)",
+			strings.Join(bad, ", "))
+		e.Code = "unsupported_parameter"
+		return nil, e
+	}
+
+	g := &genRequest{chat: chat, n: 1}
+	g.sampling.Temperature = defaultTemperature
+	g.sampling.TopP = defaultTopP
+	var e *apiError
+
+	if g.model, _, e = optString(m, "model"); e != nil {
+		return nil, e
+	}
+	if chat {
+		if e = g.decodeMessages(m); e != nil {
+			return nil, e
+		}
+	} else if e = g.decodePrompt(m, lim); e != nil {
+		return nil, e
+	}
+	if e = g.decodeMaxTokens(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeSampling(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeStop(m); e != nil {
+		return nil, e
+	}
+	if n, ok, e := optInt(m, "n"); e != nil {
+		return nil, e
+	} else if ok {
+		if n < 1 || n > int64(lim.maxN) {
+			return nil, invalidValue("n", "'n' must be between 1 and %d, got %d", lim.maxN, n)
+		}
+		g.n = int(n)
+	}
+	if g.ignoreEOS, _, e = optBool(m, "ignore_eos"); e != nil {
+		return nil, e
+	}
+	if g.stream, _, e = optBool(m, "stream"); e != nil {
+		return nil, e
+	}
+	if e = g.decodeStreamOptions(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodePrediction(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeSpeculative(m); e != nil {
+		return nil, e
+	}
+	// Accepted and ignored: user, metadata, store, service_tier,
+	// prompt_cache_key, safety_identifier, parallel_tool_calls (no tools),
+	// cache_prompt (the prefix cache is always on and does not change the
+	// output). Type-checked so that garbage there is still a 400.
+	if _, _, e = optString(m, "user"); e != nil {
+		return nil, e
+	}
+	if _, _, e = optBool(m, "cache_prompt"); e != nil {
+		return nil, e
+	}
+	return g, nil
+}
+
+func (g *genRequest) decodePrompt(m map[string]json.RawMessage, lim limits) *apiError {
+	const want = "a string, an array of strings, an array of tokens or an array of token arrays"
+	r, ok := m["prompt"]
+	if !ok || isNull(r) {
+		return badRequest("prompt", "'prompt' is required")
+	}
+	switch r[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(r, &s) != nil {
+			return wrongType("prompt", want)
+		}
+		g.prompts = []promptInput{{text: s}}
+		return nil
+	case '[':
+	default:
+		return wrongType("prompt", want)
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(r, &items) != nil {
+		return wrongType("prompt", want)
+	}
+	if len(items) == 0 {
+		return invalidValue("prompt", "'prompt' is an empty array")
+	}
+	switch items[0][0] {
+	case '"': // array of strings
+		if len(items) > maxPrompts {
+			return invalidValue("prompt", "at most %d prompts per request, got %d", maxPrompts, len(items))
+		}
+		g.prompts = make([]promptInput, len(items))
+		for i, it := range items {
+			if it[0] != '"' || json.Unmarshal(it, &g.prompts[i].text) != nil {
+				return wrongType("prompt", want+" (not a mix)")
+			}
+		}
+	case '[': // array of token arrays
+		if len(items) > maxPrompts {
+			return invalidValue("prompt", "at most %d prompts per request, got %d", maxPrompts, len(items))
+		}
+		g.prompts = make([]promptInput, len(items))
+		for i, it := range items {
+			toks, e := tokenArray(it, lim.vocab, want)
+			if e != nil {
+				return e
+			}
+			g.prompts[i] = promptInput{tokens: toks, isTokens: true}
+		}
+	default: // one token array
+		toks, e := tokenArray(r, lim.vocab, want)
+		if e != nil {
+			return e
+		}
+		g.prompts = []promptInput{{tokens: toks, isTokens: true}}
+	}
+	return nil
+}
+
+func tokenArray(r json.RawMessage, vocab int, want string) ([]int32, *apiError) {
+	var ids []int64
+	if r[0] != '[' || json.Unmarshal(r, &ids) != nil {
+		return nil, wrongType("prompt", want+" (not a mix)")
+	}
+	if len(ids) == 0 {
+		return nil, invalidValue("prompt", "'prompt' contains an empty token array")
+	}
+	toks := make([]int32, len(ids))
+	for i, id := range ids {
+		if id < 0 || id >= int64(vocab) {
+			e := invalidValue("prompt", "token id %d is out of range [0, %d)", id, vocab)
+			e.Code = "invalid_token"
+			return nil, e
+		}
+		toks[i] = int32(id)
+	}
+	return toks, nil
+}
+
+var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true}
+
+func (g *genRequest) decodeMessages(m map[string]json.RawMessage) *apiError {
+	r, ok := m["messages"]
+	if !ok || isNull(r) {
+		return badRequest("messages", "'messages' is required")
+	}
+	var msgs []map[string]json.RawMessage
+	if r[0] != '[' || json.Unmarshal(r, &msgs) != nil {
+		return wrongType("messages", "an array of message objects")
+	}
+	if len(msgs) == 0 {
+		return invalidValue("messages", "'messages' must contain at least one message")
+	}
+	g.messages = make([]scheduler.ChatMessage, len(msgs))
+	for i, msg := range msgs {
+		p := "messages[" + strconv.Itoa(i) + "]"
+		if msg == nil {
+			return wrongType(p, "a message object")
+		}
+		role, ok, e := optString(msg, "role")
+		if e != nil {
+			e.Param = p + ".role"
+			return e
+		}
+		if !ok {
+			return badRequest(p+".role", "'%s.role' is required", p)
+		}
+		if !chatRoles[role] {
+			return invalidValue(p+".role", "role %q is not supported (use system, developer, user or assistant; tool messages are not supported)", role)
+		}
+		for _, f := range []string{"tool_calls", "function_call", "audio"} {
+			if v, ok := msg[f]; ok && !isNull(v) && !emptyArray(v) {
+				e := badRequest(p+"."+f, "'%s.%s' is not supported by this server", p, f)
+				e.Code = "unsupported_parameter"
+				return e
+			}
+		}
+		content, e := messageContent(msg["content"], p+".content")
+		if e != nil {
+			return e
+		}
+		g.messages[i] = scheduler.ChatMessage{Role: role, Content: content}
+	}
+	return nil
+}
+
+// messageContent accepts a string, null (empty) or an array of text parts.
+func messageContent(r json.RawMessage, p string) (string, *apiError) {
+	if len(r) == 0 || isNull(r) {
+		return "", nil
+	}
+	switch r[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(r, &s) != nil {
+			return "", wrongType(p, "a string or an array of text parts")
+		}
+		return s, nil
+	case '[':
+		var parts []map[string]json.RawMessage
+		if json.Unmarshal(r, &parts) != nil {
+			return "", wrongType(p, "a string or an array of text parts")
+		}
+		var sb strings.Builder
+		for j, part := range parts {
+			pp := p + "[" + strconv.Itoa(j) + "]"
+			typ, _, e := optString(part, "type")
+			if e != nil {
+				e.Param = pp + ".type"
+				return "", e
+			}
+			if typ != "text" {
+				e := badRequest(pp+".type", "content part type %q is not supported (only \"text\")", typ)
+				e.Code = "unsupported_content_type"
+				return "", e
+			}
+			text, ok, e := optString(part, "text")
+			if e != nil {
+				e.Param = pp + ".text"
+				return "", e
+			}
+			if !ok {
+				return "", badRequest(pp+".text", "'%s.text' is required", pp)
+			}
+			sb.WriteString(text)
+		}
+		return sb.String(), nil
+	}
+	return "", wrongType(p, "a string or an array of text parts")
+}
+
+func (g *genRequest) decodeMaxTokens(m map[string]json.RawMessage) *apiError {
+	for _, f := range []string{"max_completion_tokens", "max_tokens", "n_predict"} {
+		v, ok, e := optInt(m, f)
+		if e != nil {
+			return e
+		}
+		if !ok {
+			continue
+		}
+		if f == "n_predict" && v == -1 {
+			if g.maxTokensParam == "" {
+				g.untilFull = true
+			}
+			continue
+		}
+		if v < 1 || v > math.MaxInt32 {
+			return invalidValue(f, "'%s' must be at least 1, got %d", f, v)
+		}
+		if g.maxTokensParam != "" && int64(g.maxTokens) != v {
+			return invalidValue(f, "'%s' (%d) contradicts '%s' (%d)", f, v, g.maxTokensParam, g.maxTokens)
+		}
+		if g.maxTokensParam == "" {
+			g.maxTokens, g.maxTokensParam = int(v), f
+			g.untilFull = false
+		}
+	}
+	return nil
+}
+
+func (g *genRequest) decodeSampling(m map[string]json.RawMessage) *apiError {
+	ranges := []struct {
+		name   string
+		lo, hi float64
+		loOpen bool
+		dst    *float32
+	}{
+		{"temperature", 0, 2, false, &g.sampling.Temperature},
+		{"top_p", 0, 1, true, &g.sampling.TopP},
+		{"min_p", 0, 1, false, &g.sampling.MinP},
+	}
+	for _, rg := range ranges {
+		v, ok, e := optFloat(m, rg.name)
+		if e != nil {
+			return e
+		}
+		if !ok {
+			continue
+		}
+		if v < rg.lo || v > rg.hi || (rg.loOpen && v == rg.lo) {
+			lb := "["
+			if rg.loOpen {
+				lb = "("
+			}
+			return invalidValue(rg.name, "'%s' must be in %s%g, %g], got %g", rg.name, lb, rg.lo, rg.hi, v)
+		}
+		*rg.dst = float32(v)
+	}
+	if k, ok, e := optInt(m, "top_k"); e != nil {
+		return e
+	} else if ok {
+		if k < 0 || k > math.MaxInt32 {
+			return invalidValue("top_k", "'top_k' must be >= 0, got %d", k)
+		}
+		g.sampling.TopK = int(k)
+	}
+	if s, ok, e := optInt(m, "seed"); e != nil {
+		return e
+	} else if ok && s != -1 { // -1: random, as in llama.cpp
+		g.sampling.Seed, g.seedGiven = uint64(s), true
+	}
+	return nil
+}
+
+func (g *genRequest) decodeStop(m map[string]json.RawMessage) *apiError {
+	const want = "a string or an array of up to 4 strings"
+	r, ok := m["stop"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	switch r[0] {
+	case '"':
+		var s string
+		if json.Unmarshal(r, &s) != nil {
+			return wrongType("stop", want)
+		}
+		g.stop = []string{s}
+	case '[':
+		if json.Unmarshal(r, &g.stop) != nil {
+			return wrongType("stop", want)
+		}
+	default:
+		return wrongType("stop", want)
+	}
+	if len(g.stop) > maxStops {
+		return invalidValue("stop", "at most %d stop sequences, got %d", maxStops, len(g.stop))
+	}
+	for _, s := range g.stop {
+		if s == "" {
+			return invalidValue("stop", "stop sequences must not be empty")
+		}
+	}
+	return nil
+}
+
+func (g *genRequest) decodeStreamOptions(m map[string]json.RawMessage) *apiError {
+	r, ok := m["stream_options"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	if !g.stream {
+		return badRequest("stream_options", "'stream_options' is only allowed when 'stream' is true")
+	}
+	var so map[string]json.RawMessage
+	if r[0] != '{' || json.Unmarshal(r, &so) != nil {
+		return wrongType("stream_options", "an object")
+	}
+	// include_obfuscation is accepted and ignored: nothing is obfuscated.
+	if _, _, e := optBool(so, "include_obfuscation"); e != nil {
+		e.Param = "stream_options.include_obfuscation"
+		return e
+	}
+	var e *apiError
+	if g.includeUsage, _, e = optBool(so, "include_usage"); e != nil {
+		e.Param = "stream_options.include_usage"
+		return e
+	}
+	return nil
+}
+
+func (g *genRequest) decodePrediction(m map[string]json.RawMessage) *apiError {
+	r, ok := m["prediction"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	var p map[string]json.RawMessage
+	if r[0] != '{' || json.Unmarshal(r, &p) != nil {
+		return wrongType("prediction", `an object {"type": "content", "content": ...}`)
+	}
+	typ, _, e := optString(p, "type")
+	if e != nil {
+		e.Param = "prediction.type"
+		return e
+	}
+	if typ != "content" {
+		return invalidValue("prediction.type", "'prediction.type' must be \"content\", got %q", typ)
+	}
+	c, ok := p["content"]
+	if !ok || isNull(c) {
+		return badRequest("prediction.content", "'prediction.content' is required")
+	}
+	if g.prediction, e = messageContent(c, "prediction.content"); e != nil {
+		return e
+	}
+	g.hasPrediction = true
+	return nil
+}
+
+func (g *genRequest) decodeSpeculative(m map[string]json.RawMessage) *apiError {
+	r, ok := m["speculative"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	var sp map[string]json.RawMessage
+	if r[0] != '{' || json.Unmarshal(r, &sp) != nil {
+		return wrongType("speculative", `an object {"proposer": "draft"|"ngram"|"none", "k": N}`)
+	}
+	prop, _, e := optString(sp, "proposer")
+	if e != nil {
+		e.Param = "speculative.proposer"
+		return e
+	}
+	switch prop {
+	case "", "draft", "ngram", "none":
+	default:
+		return invalidValue("speculative.proposer", "'speculative.proposer' must be \"draft\", \"ngram\" or \"none\", got %q", prop)
+	}
+	k, _, e := optInt(sp, "k")
+	if e != nil {
+		e.Param = "speculative.k"
+		return e
+	}
+	if k < 0 || k > maxSpeculativeK {
+		return invalidValue("speculative.k", "'speculative.k' must be in [0, %d], got %d", maxSpeculativeK, k)
+	}
+	g.speculative = scheduler.Speculative{Proposer: prop, K: int(k)}
+	return nil
+}
+
+// optString returns m[name] as a string; null and absence are "not given".
+func optString(m map[string]json.RawMessage, name string) (string, bool, *apiError) {
+	r, ok := m[name]
+	if !ok || isNull(r) {
+		return "", false, nil
+	}
+	var s string
+	if r[0] != '"' || json.Unmarshal(r, &s) != nil {
+		return "", false, wrongType(name, "a string")
+	}
+	return s, true, nil
+}
+
+func optBool(m map[string]json.RawMessage, name string) (bool, bool, *apiError) {
+	r, ok := m[name]
+	if !ok || isNull(r) {
+		return false, false, nil
+	}
+	switch string(r) {
+	case "true":
+		return true, true, nil
+	case "false":
+		return false, true, nil
+	}
+	return false, false, wrongType(name, "a boolean")
+}
+
+func isNumberStart(c byte) bool { return c == '-' || (c >= '0' && c <= '9') }
+
+// optInt accepts integers and integral floats (256.0), within int64.
+func optInt(m map[string]json.RawMessage, name string) (int64, bool, *apiError) {
+	r, ok := m[name]
+	if !ok || isNull(r) {
+		return 0, false, nil
+	}
+	if !isNumberStart(r[0]) {
+		return 0, false, wrongType(name, "an integer")
+	}
+	if v, err := strconv.ParseInt(string(r), 10, 64); err == nil {
+		return v, true, nil
+	}
+	f, err := strconv.ParseFloat(string(r), 64)
+	if err != nil || f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
+		return 0, false, wrongType(name, "an integer")
+	}
+	return int64(f), true, nil
+}
+
+func optFloat(m map[string]json.RawMessage, name string) (float64, bool, *apiError) {
+	r, ok := m[name]
+	if !ok || isNull(r) {
+		return 0, false, nil
+	}
+	if !isNumberStart(r[0]) {
+		return 0, false, wrongType(name, "a number")
+	}
+	f, err := strconv.ParseFloat(string(r), 64)
+	if err != nil {
+		return 0, false, wrongType(name, "a number")
+	}
+	return f, true, nil
+}
