@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"specd/internal/loadgen"
+	"specd/internal/loadgen/fakeoai"
+)
+
+func bench(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := runBench(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func TestBenchCommandJSON(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 4, Usage: fakeoai.UsageLlama, Accepted: 2, Rejected: 2, TokensPerWord: 2})
+	defer srv.Close()
+	out, _, err := bench(t, "--url", srv.URL, "--concurrency", "1,2", "--requests", "4",
+		"--input-tokens", "40", "--output-tokens", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("--json output does not parse: %v\n%s", err, out)
+	}
+	if len(r.Points) != 2 || r.Points[1].Concurrency != 2 || r.Points[0].Summary.Completed != 4 {
+		t.Fatalf("points %+v", r.Points)
+	}
+	if r.Model != "fake-model" || r.Workload.Calibration != "tokenize" || r.Workload.TokensPerWord != 2 {
+		t.Errorf("model %q calibration %q %v", r.Model, r.Workload.Calibration, r.Workload.TokensPerWord)
+	}
+	if s := r.Points[0].Summary; !s.DraftReported || s.AcceptanceRate != 0.5 || s.OutputThroughput <= 0 {
+		t.Errorf("summary %+v", s)
+	}
+	// 40 tokens at 2 tokens/word: 20-word prompts.
+	p, _ := srv.Bodies()[0]["prompt"].(string)
+	if n := len(strings.Fields(p)); n != 20 {
+		t.Errorf("prompt has %d words, want 20", n)
+	}
+}
+
+func TestBenchCommandTableAndPlot(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 3})
+	defer srv.Close()
+	plot := filepath.Join(t.TempDir(), "c.svg")
+	out, _, err := bench(t, "--url", srv.URL, "--concurrency", "1,2", "--requests", "2", "--plot", plot, "--tokens-per-word", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Serving Benchmark Result (c=1)", "Output token throughput", "TTFT", "Summary"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if st, err := os.Stat(plot); err != nil || st.Size() == 0 {
+		t.Fatalf("plot not written: %v", err)
+	}
+}
+
+func TestBenchCommandSweepK(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 8, Usage: fakeoai.UsageOpenAI, Accepted: 4, Rejected: 2})
+	defer srv.Close()
+	out, _, err := bench(t, "--url", srv.URL, "--sweep-k", "0..2", "--requests", "1", "--json", "--tokens-per-word", "1", "--draft-cost", "0.1", "--dataset", writeDataset(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Sweep == nil || len(r.Sweep.Curve) != 3 || r.Sweep.DraftCost != 0.1 {
+		t.Fatalf("sweep %+v", r.Sweep)
+	}
+	var specs []string
+	for _, b := range srv.Bodies() {
+		j, _ := json.Marshal(b["speculative"])
+		specs = append(specs, string(j))
+	}
+	if got := strings.Join(specs, " "); got != `{"proposer":"none"} {"k":1} {"k":2}` {
+		t.Errorf("speculative objects sent: %s", got)
+	}
+	if got := srv.Bodies()[0]["max_tokens"]; got != 3.0 {
+		t.Errorf("dataset max_tokens not sent: %v", got)
+	}
+}
+
+func writeDataset(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "d.jsonl")
+	if err := os.WriteFile(p, []byte(`{"prompt": "once upon a time", "max_tokens": 3}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBenchCommandFailures(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	bad := fakeoai.New(fakeoai.Options{Status: 404})
+	defer bad.Close()
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		usage bool
+	}{
+		{"server down", []string{"--url", dead, "--requests", "2", "--tokens-per-word", "1"}, false},
+		{"all 4xx", []string{"--url", bad.URL, "--requests", "2", "--tokens-per-word", "1"}, false},
+		{"plot without series", []string{"--url", bad.URL, "--plot", "x.svg"}, true},
+		{"bad concurrency", []string{"--concurrency", "x"}, true},
+		{"sweep with list", []string{"--sweep-k", "0..2", "--concurrency", "1,2"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := bench(t, tc.args...)
+			if err == nil {
+				t.Fatalf("no error; output:\n%s", out)
+			}
+			var ue usageError
+			if errors.As(err, &ue) != tc.usage {
+				t.Errorf("usage error %v, want %v: %v", errors.As(err, &ue), tc.usage, err)
+			}
+			if !tc.usage && !strings.Contains(out, "Failed requests:") {
+				t.Errorf("failures not reported:\n%s", out)
+			}
+		})
+	}
+}
