@@ -1,0 +1,371 @@
+package specdec
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"time"
+)
+
+// MaxK is the largest draft length anything in this package handles.
+const MaxK = 32
+
+// KConfig bounds the draft length. Zero fields take the defaults.
+type KConfig struct {
+	// KMin, KMax bound an adaptive k (besides 0, always a candidate).
+	// Defaults 1 and 8; KMax <= MaxK.
+	KMin, KMax int
+	// Fixed > 0 disables adaptation: every step proposes Fixed tokens.
+	Fixed int
+	// Alpha0 is the acceptance rate assumed before a sequence has any
+	// observations (default 0.5), worth PriorTrials trials (default 4).
+	Alpha0      float64
+	PriorTrials float64
+	// Decay is the weight kept by the acceptance average per observed step
+	// (default 0.9: the last ~10 steps dominate).
+	Decay float64
+}
+
+// KConfig defaults.
+const (
+	DefaultKMin        = 1
+	DefaultKMax        = 8
+	DefaultAlpha0      = 0.5
+	DefaultPriorTrials = 4
+	DefaultDecay       = 0.9
+)
+
+// WithDefaults fills zero fields.
+func (c KConfig) WithDefaults() KConfig {
+	if c.KMin == 0 {
+		c.KMin = DefaultKMin
+	}
+	if c.KMax == 0 {
+		c.KMax = max(DefaultKMax, c.KMin)
+	}
+	if c.Alpha0 == 0 {
+		c.Alpha0 = DefaultAlpha0
+	}
+	if c.PriorTrials == 0 {
+		c.PriorTrials = DefaultPriorTrials
+	}
+	if c.Decay == 0 {
+		c.Decay = DefaultDecay
+	}
+	return c
+}
+
+// Validate checks the configuration after defaults.
+func (c KConfig) Validate() error {
+	d := c.WithDefaults()
+	switch {
+	case d.KMin < 0 || d.KMax < d.KMin || d.KMax > MaxK:
+		return fmt.Errorf("specdec: k bounds %d..%d (want 0 <= min <= max <= %d)", c.KMin, c.KMax, MaxK)
+	case d.Fixed < 0 || d.Fixed > MaxK:
+		return fmt.Errorf("specdec: fixed k %d (want 0..%d)", c.Fixed, MaxK)
+	case !(d.Alpha0 > 0 && d.Alpha0 < 1):
+		return fmt.Errorf("specdec: alpha0 %v (want 0 < a < 1)", c.Alpha0)
+	case !(d.PriorTrials > 0):
+		return fmt.Errorf("specdec: prior trials %v (want > 0)", c.PriorTrials)
+	case !(d.Decay > 0 && d.Decay < 1):
+		return fmt.Errorf("specdec: decay %v (want 0 < d < 1)", c.Decay)
+	}
+	return nil
+}
+
+// Acceptance tracks one sequence's draft acceptance. Its rate Alpha is the
+// per-token acceptance probability under the usual geometric model (each
+// draft token kept with probability α until the first rejection): the
+// maximum-likelihood estimate accepted / (accepted + rejections), with both
+// sums decayed per step and seeded with the prior. It also keeps totals
+// and per-position counters for reporting.
+type Acceptance struct {
+	succ, trials float64
+	decay        float64
+	Proposed     uint64 // draft tokens proposed in total
+	Accepted     uint64 // of which accepted
+	Pos          PositionCounters
+}
+
+// NewAcceptance returns a tracker with cfg's prior.
+func NewAcceptance(cfg KConfig) Acceptance {
+	c := cfg.WithDefaults()
+	return Acceptance{succ: c.Alpha0 * c.PriorTrials, trials: c.PriorTrials, decay: c.Decay}
+}
+
+// Observe records a verify step that proposed `proposed` tokens and kept
+// `accepted` of them. Steps with no proposal teach nothing and are ignored.
+func (a *Acceptance) Observe(proposed, accepted int) {
+	if proposed <= 0 {
+		return
+	}
+	accepted = min(max(accepted, 0), proposed)
+	if a.decay == 0 {
+		*a = NewAcceptance(KConfig{})
+	}
+	t := float64(accepted)
+	if accepted < proposed {
+		t++ // one rejection
+	}
+	a.succ = a.succ*a.decay + float64(accepted)
+	a.trials = a.trials*a.decay + t
+	a.Proposed += uint64(proposed)
+	a.Accepted += uint64(accepted)
+	a.Pos.Observe(proposed, accepted)
+}
+
+// Alpha is the current estimate of the per-token acceptance rate.
+func (a *Acceptance) Alpha() float64 {
+	if a.trials <= 0 {
+		return DefaultAlpha0
+	}
+	return a.succ / a.trials
+}
+
+// PositionCounters count proposals and acceptances per draft position:
+// Proposed[i] steps proposed a token at position i, Accepted[i] kept it.
+type PositionCounters struct {
+	Proposed, Accepted [MaxK]uint64
+}
+
+// Observe adds one verify step.
+func (c *PositionCounters) Observe(proposed, accepted int) {
+	proposed = min(proposed, MaxK)
+	for i := 0; i < proposed; i++ {
+		c.Proposed[i]++
+	}
+	for i := 0; i < min(accepted, proposed); i++ {
+		c.Accepted[i]++
+	}
+}
+
+// Add adds o's counts to c (aggregation over requests).
+func (c *PositionCounters) Add(o *PositionCounters) {
+	for i := range c.Proposed {
+		c.Proposed[i] += o.Proposed[i]
+		c.Accepted[i] += o.Accepted[i]
+	}
+}
+
+// ExpectedTokens is the expected number of tokens a verify step with k
+// draft tokens emits when each is accepted with probability alpha:
+// (1 - α^(k+1)) / (1 - α) (accepted drafts plus the target's own token).
+func ExpectedTokens(alpha float64, k int) float64 {
+	alpha = min(max(alpha, 0), 1)
+	if k <= 0 {
+		return 1
+	}
+	if alpha > 1-1e-12 {
+		return float64(k + 1)
+	}
+	return (1 - math.Pow(alpha, float64(k+1))) / (1 - alpha)
+}
+
+// ChooseK picks k in {0} ∪ [KMin, KMax] maximising expected tokens per
+// unit of cost, ExpectedTokens(alpha, k) / (draft(k) + verify(k)), where
+// draft(k) is the cost of proposing k tokens (k draft-model steps; 0 for
+// model-free proposers) and verify(k) the cost of the target pass that
+// checks them; verify(0) is a plain decode. With cfg.Fixed > 0 it returns
+// Fixed. For a batch sharing one k, pass the batch's costs: the number of
+// sequences cancels out.
+func ChooseK(cfg KConfig, alpha float64, draft func(k int) float64, verify func(k int) float64) int {
+	c := cfg.WithDefaults()
+	if c.Fixed > 0 {
+		return c.Fixed
+	}
+	best, bestRate := 0, 1/verify(0)
+	for k := max(c.KMin, 1); k <= c.KMax; k++ {
+		if rate := ExpectedTokens(alpha, k) / (draft(k) + verify(k)); rate > bestRate {
+			best, bestRate = k, rate
+		}
+	}
+	return best
+}
+
+// Costs are measured step costs in seconds; CostModel implements it.
+type Costs interface {
+	DraftCost(batchSeqs int) float64 // one draft-model decode over batchSeqs sequences
+	VerifyCost(tokens int) float64   // one target decode of tokens tokens
+}
+
+// BatchSeq is one decoding sequence as the batch k choice sees it.
+type BatchSeq struct {
+	Alpha float64 // Acceptance.Alpha
+	Limit int     // most draft tokens it can take this step (proposal length, context room); 0: none
+	Model bool    // its proposals cost draft-model steps
+	K     int     // out: the chosen k (0: plain decode)
+}
+
+// BatchChooser picks per-sequence k for a whole step. It keeps scratch so
+// choosing allocates nothing once it has seen the batch size.
+type BatchChooser struct {
+	order []int
+}
+
+// Choose sets seqs[i].K to maximise the step's expected tokens per second:
+// Σ E(α_i, k_i) / (D·DraftCost(#model sequences drafting) + VerifyCost(base
+// + Σ(1+k_i))), where D is the draft depth (the largest k of a model
+// sequence) and base the step's other tokens (prefill chunks). It tries
+// each depth D in {0} ∪ [KMin, KMax] and, for each, letting the m
+// sequences with the highest acceptance speculate (k_i = min(D, Limit_i)),
+// every m; so it chooses k = 0 for the sequences, or the whole batch,
+// where speculating does not pay. It returns the expected tokens per second
+// of the choice. With cfg.Fixed > 0 every sequence gets min(Fixed, Limit).
+func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
+	c := cfg.WithDefaults()
+	B := len(seqs)
+	if c.Fixed > 0 {
+		for i := range seqs {
+			seqs[i].K = min(c.Fixed, seqs[i].Limit)
+		}
+		return math.NaN()
+	}
+	b.order = b.order[:0]
+	for i := range seqs {
+		seqs[i].K = 0
+		if seqs[i].Limit > 0 {
+			b.order = append(b.order, i)
+		}
+	}
+	// Insertion sort by alpha descending (stable): batches are small, and a
+	// closure over seqs would escape and allocate per step.
+	for i := 1; i < len(b.order); i++ {
+		for j := i; j > 0 && seqs[b.order[j]].Alpha > seqs[b.order[j-1]].Alpha; j-- {
+			b.order[j], b.order[j-1] = b.order[j-1], b.order[j]
+		}
+	}
+	bestD, bestM := 0, 0
+	bestRate := float64(B) / cost.VerifyCost(base+B)
+	for D := max(c.KMin, 1); D <= c.KMax; D++ {
+		tokens, verify, nModel := float64(B), base+B, 0
+		for m, i := range b.order {
+			s := &seqs[i]
+			k := min(D, s.Limit)
+			tokens += ExpectedTokens(s.Alpha, k) - 1
+			verify += k
+			if s.Model {
+				nModel++
+			}
+			t := cost.VerifyCost(verify)
+			if nModel > 0 {
+				t += float64(D) * cost.DraftCost(nModel)
+			}
+			if rate := tokens / t; rate > bestRate {
+				bestRate, bestD, bestM = rate, D, m+1
+			}
+		}
+	}
+	for _, i := range b.order[:bestM] {
+		seqs[i].K = min(bestD, seqs[i].Limit)
+	}
+	return bestRate
+}
+
+// CostModel keeps measured step costs: running averages per bucket of the
+// batch size (draft) or token count (verify), exact up to 32 and 8 buckets
+// per octave above, read back with linear interpolation between measured
+// buckets. Before anything is measured, VerifyCost is a nominal 1 ms and a
+// draft step costs DraftPrior (default 0.1) of a verify of the same size.
+// Not safe for concurrent use.
+type CostModel struct {
+	DraftPrior float64
+	draft      costCurve
+	verify     costCurve
+}
+
+const (
+	costBuckets = 32 + 8*26
+	costWindow  = 16 // running average over about the last 16 observations
+)
+
+type costCurve struct {
+	x, y [costBuckets]float64
+	n    [costBuckets]uint32
+	any  bool
+}
+
+func costBucket(n int) int {
+	if n < 32 {
+		return max(n, 0)
+	}
+	oct := bits.Len(uint(n)) - 1 // >= 5
+	b := 32 + (oct-5)*8 + (n>>(oct-3))&7
+	return min(b, costBuckets-1)
+}
+
+func (c *costCurve) observe(n int, d time.Duration) {
+	b := costBucket(n)
+	if c.n[b] < costWindow {
+		c.n[b]++
+	}
+	w := 1 / float64(c.n[b])
+	c.x[b] += (float64(n) - c.x[b]) * w
+	c.y[b] += (d.Seconds() - c.y[b]) * w
+	c.any = true
+}
+
+// at interpolates between the nearest measured buckets around n; beyond the
+// measured range it extends the slope of the two outermost (never
+// decreasing), or stays flat with only one.
+func (c *costCurve) at(n int) float64 {
+	b := costBucket(n)
+	x := float64(n)
+	lo, hi := -1, -1
+	for j := b; j >= 0; j-- {
+		if c.n[j] > 0 && c.x[j] <= x {
+			lo = j
+			break
+		}
+	}
+	for j := b; j < costBuckets; j++ {
+		if c.n[j] > 0 && c.x[j] >= x {
+			hi = j
+			break
+		}
+	}
+	switch {
+	case lo >= 0 && hi >= 0:
+		if c.x[hi] == c.x[lo] {
+			return c.y[lo]
+		}
+		return c.y[lo] + (c.y[hi]-c.y[lo])*(x-c.x[lo])/(c.x[hi]-c.x[lo])
+	case lo >= 0:
+		for j := lo - 1; j >= 0; j-- {
+			if c.n[j] > 0 && c.x[j] < c.x[lo] {
+				slope := max(0, (c.y[lo]-c.y[j])/(c.x[lo]-c.x[j]))
+				return c.y[lo] + slope*(x-c.x[lo])
+			}
+		}
+		return c.y[lo]
+	case hi >= 0:
+		return c.y[hi]
+	}
+	return 0
+}
+
+// ObserveDraft records one draft-model decode over batchSeqs sequences.
+func (m *CostModel) ObserveDraft(batchSeqs int, d time.Duration) { m.draft.observe(batchSeqs, d) }
+
+// ObserveVerify records one target decode of tokens tokens.
+func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.verify.observe(tokens, d) }
+
+// VerifyCost estimates the seconds of a target decode of tokens tokens.
+func (m *CostModel) VerifyCost(tokens int) float64 {
+	if !m.verify.any {
+		return 1e-3
+	}
+	return m.verify.at(tokens)
+}
+
+// DraftCost estimates the seconds of one draft decode over batchSeqs
+// sequences.
+func (m *CostModel) DraftCost(batchSeqs int) float64 {
+	if !m.draft.any {
+		p := m.DraftPrior
+		if p == 0 {
+			p = 0.1
+		}
+		return p * m.VerifyCost(batchSeqs)
+	}
+	return m.draft.at(batchSeqs)
+}

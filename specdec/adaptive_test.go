@@ -1,0 +1,207 @@
+package specdec
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func TestExpectedTokens(t *testing.T) {
+	for _, c := range []struct {
+		alpha float64
+		k     int
+		want  float64
+	}{
+		{0.5, 0, 1}, {0.5, 1, 1.5}, {0.5, 3, 1.875}, {0, 4, 1}, {1, 4, 5}, {0.8, 2, 1 + 0.8 + 0.64},
+	} {
+		if got := ExpectedTokens(c.alpha, c.k); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("ExpectedTokens(%v, %d) = %v, want %v", c.alpha, c.k, got, c.want)
+		}
+	}
+}
+
+func TestChooseK(t *testing.T) {
+	ms := func(x float64) float64 { return x * 1e-3 }
+	flatVerify := func(k int) float64 { return ms(10 + 0.1*float64(k)) } // memory-bound target: k nearly free
+	linearVerify := func(k int) float64 { return ms(10 * float64(1+k)) } // compute-bound: each token costs a decode
+	cheapDraft := func(k int) float64 { return ms(0.5 * float64(k)) }
+	costlyDraft := func(k int) float64 { return ms(10 * float64(k)) }
+	free := func(int) float64 { return 0 }
+	cfg := KConfig{}
+	for _, c := range []struct {
+		name          string
+		cfg           KConfig
+		alpha         float64
+		draft, verify func(int) float64
+		lo, hi        int
+	}{
+		{"high alpha, cheap draft: large k", cfg, 0.9, cheapDraft, flatVerify, 6, 8},
+		{"certain acceptance, free proposals: KMax", cfg, 0.99, free, flatVerify, 8, 8},
+		{"low alpha: small k", cfg, 0.1, cheapDraft, flatVerify, 0, 1},
+		{"draft as costly as the target: no speculation", cfg, 0.8, costlyDraft, flatVerify, 0, 0},
+		{"compute-bound target: no speculation", cfg, 0.9, free, linearVerify, 0, 0},
+		{"bounds respected", KConfig{KMin: 2, KMax: 3}, 0.99, free, flatVerify, 3, 3},
+		{"fixed", KConfig{Fixed: 5}, 0.01, costlyDraft, linearVerify, 5, 5},
+	} {
+		if k := ChooseK(c.cfg, c.alpha, c.draft, c.verify); k < c.lo || k > c.hi {
+			t.Errorf("%s: k=%d, want %d..%d", c.name, k, c.lo, c.hi)
+		}
+	}
+}
+
+// geometric simulates a verify step: draft tokens kept with probability
+// alpha until the first rejection.
+func geometric(r *rand.Rand, alpha float64, k int) int {
+	a := 0
+	for a < k && r.Float64() < alpha {
+		a++
+	}
+	return a
+}
+
+func TestAcceptanceConverges(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	a := NewAcceptance(KConfig{})
+	if a.Alpha() != DefaultAlpha0 {
+		t.Fatalf("prior alpha %v, want %v", a.Alpha(), DefaultAlpha0)
+	}
+	mean := func(alpha float64, k, steps, tail int) float64 {
+		var s float64
+		for i := range steps {
+			a.Observe(k, geometric(r, alpha, k))
+			if i >= steps-tail {
+				s += a.Alpha()
+			}
+		}
+		return s / float64(tail)
+	}
+	if got := mean(0.75, 4, 2000, 1000); math.Abs(got-0.75) > 0.03 {
+		t.Errorf("alpha 0.75: estimate %v", got)
+	}
+	// It tracks a change within a few dozen steps.
+	if got := mean(0.2, 4, 60, 20); math.Abs(got-0.2) > 0.08 {
+		t.Errorf("after a drop to 0.2: estimate %v", got)
+	}
+	if got := mean(0.95, 8, 2000, 1000); math.Abs(got-0.95) > 0.02 {
+		t.Errorf("alpha 0.95: estimate %v", got)
+	}
+	if a.Proposed == 0 || a.Accepted > a.Proposed || a.Pos.Proposed[0] != 4060 || a.Pos.Proposed[7] != 2000 {
+		t.Errorf("totals: proposed %d accepted %d, per position %v", a.Proposed, a.Accepted, a.Pos.Proposed)
+	}
+	for i := 1; i < MaxK; i++ {
+		if a.Pos.Accepted[i] > a.Pos.Accepted[i-1] {
+			t.Fatalf("acceptance at position %d exceeds position %d", i, i-1)
+		}
+	}
+	var zero Acceptance // usable without NewAcceptance
+	zero.Observe(2, 2)
+	if zero.Alpha() <= DefaultAlpha0 {
+		t.Errorf("zero Acceptance after a full acceptance: %v", zero.Alpha())
+	}
+}
+
+func TestCostModel(t *testing.T) {
+	var m CostModel
+	if m.VerifyCost(4) <= 0 || m.DraftCost(4) <= 0 || m.DraftCost(4) >= m.VerifyCost(4) {
+		t.Fatalf("unmeasured costs: verify %v draft %v", m.VerifyCost(4), m.DraftCost(4))
+	}
+	ms := func(x float64) time.Duration { return time.Duration(x * float64(time.Millisecond)) }
+	for range 3 {
+		m.ObserveVerify(1, ms(10))
+		m.ObserveVerify(9, ms(12))
+		m.ObserveVerify(64, ms(20))
+		m.ObserveVerify(128, ms(30))
+	}
+	for _, c := range []struct {
+		n    int
+		want float64
+	}{
+		{1, 10}, {5, 11}, {9, 12}, {0, 10}, {96, 25}, {128, 30}, {256, 30 + 128*10.0/64},
+	} {
+		if got := m.VerifyCost(c.n) * 1e3; math.Abs(got-c.want) > 1e-6 {
+			t.Errorf("VerifyCost(%d) = %vms, want %v", c.n, got, c.want)
+		}
+	}
+	if got := m.DraftCost(9) * 1e3; math.Abs(got-1.2) > 1e-6 {
+		t.Errorf("unmeasured DraftCost(9) = %vms, want 0.1 x verify = 1.2", got)
+	}
+	m.ObserveDraft(4, ms(2))
+	if got := m.DraftCost(8) * 1e3; got != 2 {
+		t.Errorf("DraftCost(8) with one measurement = %vms, want flat 2", got)
+	}
+	// A running average: a changed cost takes over.
+	for range 100 {
+		m.ObserveDraft(4, ms(3))
+	}
+	if got := m.DraftCost(4) * 1e3; math.Abs(got-3) > 1e-3 {
+		t.Errorf("DraftCost(4) after the cost moved = %vms, want 3", got)
+	}
+}
+
+type fakeCosts struct{ verifyBase, perToken, draftStep float64 }
+
+func (f fakeCosts) VerifyCost(n int) float64 { return f.verifyBase + f.perToken*float64(n) }
+func (f fakeCosts) DraftCost(int) float64    { return f.draftStep }
+
+func TestBatchChooser(t *testing.T) {
+	var b BatchChooser
+	cfg := KConfig{}
+	memBound := fakeCosts{10e-3, 0.05e-3, 0.5e-3}
+	seqs := []BatchSeq{
+		{Alpha: 0.9, Limit: 8, Model: true},
+		{Alpha: 0.05, Limit: 8, Model: true},
+		{Alpha: 0.85, Limit: 2, Model: false},
+		{Alpha: 0.02, Limit: 8, Model: false},
+		{Alpha: 0.9, Limit: 0}, // no proposal this step
+	}
+	rate := b.Choose(cfg, seqs, 0, memBound)
+	if seqs[0].K < 4 || seqs[2].K != 2 || seqs[1].K != 0 || seqs[3].K != 0 || seqs[4].K != 0 {
+		t.Errorf("mixed batch: ks %v", ks(seqs))
+	}
+	if plain := 5 / memBound.VerifyCost(5); rate <= plain {
+		t.Errorf("chosen rate %v not above plain decode %v", rate, plain)
+	}
+	// Compute-bound target: nobody speculates.
+	b.Choose(cfg, seqs, 0, fakeCosts{1e-3, 5e-3, 0})
+	for _, s := range seqs {
+		if s.K != 0 {
+			t.Fatalf("compute-bound: ks %v, want all 0", ks(seqs))
+		}
+	}
+	// Fixed: everyone gets min(Fixed, Limit).
+	b.Choose(KConfig{Fixed: 3}, seqs, 0, memBound)
+	if got := ks(seqs); got != [5]int{3, 3, 2, 3, 0} {
+		t.Errorf("fixed: ks %v", got)
+	}
+	var costs Costs = memBound // the interface conversion would be the test's allocation
+	if n := testing.AllocsPerRun(10, func() { b.Choose(cfg, seqs, 16, costs) }); n != 0 {
+		t.Errorf("Choose: %v allocs/op", n)
+	}
+}
+
+func ks(seqs []BatchSeq) (out [5]int) {
+	for i := range out {
+		out[i] = seqs[i].K
+	}
+	return out
+}
+
+func TestKConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		c  KConfig
+		ok bool
+	}{
+		{KConfig{}, true},
+		{KConfig{KMin: 2, KMax: 4, Fixed: 3, Alpha0: 0.7, Decay: 0.8}, true},
+		{KConfig{KMin: 5, KMax: 3}, false},
+		{KConfig{KMax: MaxK + 1}, false},
+		{KConfig{Fixed: -1}, false},
+		{KConfig{Alpha0: 1}, false},
+		{KConfig{Decay: 1.5}, false},
+	} {
+		if err := c.c.Validate(); (err == nil) != c.ok {
+			t.Errorf("%+v: Validate() = %v, want ok=%v", c.c, err, c.ok)
+		}
+	}
+}
