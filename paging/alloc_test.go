@@ -1,0 +1,210 @@
+package paging
+
+import (
+	"errors"
+	"math/rand"
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // "" = valid; else a substring of the error
+	}{
+		{"default", DefaultConfig(4096, 8), ""},
+		{"zero block size takes the default", Config{NumBlocks: 1, NumSlots: 1}, ""},
+		{"256 slots", Config{BlockSize: 16, NumBlocks: 4, NumSlots: 256}, ""},
+		{"no blocks", Config{BlockSize: 16, NumBlocks: 0, NumSlots: 1}, "NumBlocks"},
+		{"context below a block", DefaultConfig(15, 1), "NumBlocks"},
+		{"negative block size", Config{BlockSize: -1, NumBlocks: 4, NumSlots: 1}, "BlockSize"},
+		{"no slots", Config{BlockSize: 16, NumBlocks: 4}, "NumSlots"},
+		{"257 slots", Config{BlockSize: 16, NumBlocks: 4, NumSlots: 257}, "NumSlots"},
+		{"too many positions", Config{BlockSize: 1 << 16, NumBlocks: 1 << 15, NumSlots: 1}, "2^30"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrConfig)):
+				t.Fatalf("Validate() = %v, want an ErrConfig mentioning %q", err, tt.want)
+			}
+			_, err2 := New(tt.cfg, &fakeKV{})
+			if (err == nil) != (err2 == nil) {
+				t.Fatalf("Validate() = %v but New() = %v", err, err2)
+			}
+		})
+	}
+	if _, err := New(DefaultConfig(64, 1), nil); !errors.Is(err, ErrConfig) {
+		t.Fatalf("New with nil ops: %v", err)
+	}
+	if got := DefaultConfig(4096, 8); got.BlockSize != 16 || got.NumBlocks != 256 || !got.PrefixCache {
+		t.Fatalf("DefaultConfig(4096, 8) = %+v", got)
+	}
+}
+
+// The open-addressing table must agree with a Go map under random inserts and
+// deletes, including keys that collide on their home bucket.
+func TestHashTableMatchesMap(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	for _, n := range []int{1, 5, 64} {
+		tab := newHashTable(n)
+		ref := map[uint64]int32{}
+		var keys []uint64
+		for i := 0; i < 20000; i++ {
+			// Few distinct low bits: long probe runs and wrap-around.
+			k := uint64(r.Intn(4))<<40 | uint64(r.Intn(int(tab.mask)+1))
+			if _, ok := ref[k]; ok {
+				tab.del(k)
+				delete(ref, k)
+			} else if len(ref) < n {
+				v := int32(r.Intn(1000))
+				tab.put(k, v)
+				ref[k] = v
+				keys = append(keys, k)
+			}
+			if tab.n != len(ref) {
+				t.Fatalf("n=%d: table holds %d, map %d", n, tab.n, len(ref))
+			}
+			for _, k := range keys[max(0, len(keys)-50):] {
+				want, ok := ref[k]
+				if !ok {
+					want = -1
+				}
+				if got := tab.get(k); got != want {
+					t.Fatalf("n=%d step %d: get(%x) = %d, want %d", n, i, k, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestChainHash(t *testing.T) {
+	a := chainHash(0, []int32{1, 2, 3, 4})
+	tests := []struct {
+		name string
+		h    uint64
+	}{
+		{"other parent", chainHash(1, []int32{1, 2, 3, 4})},
+		{"swapped tokens", chainHash(0, []int32{2, 1, 3, 4})},
+		{"shorter", chainHash(0, []int32{1, 2, 3})},
+		{"trailing zero", chainHash(0, []int32{1, 2, 3, 4, 0})},
+		{"negative token", chainHash(0, []int32{1, 2, 3, -4})},
+	}
+	for _, tt := range tests {
+		if tt.h == a {
+			t.Errorf("%s: same hash %x", tt.name, a)
+		}
+	}
+	if chainHash(0, []int32{1, 2, 3, 4}) != a {
+		t.Error("not deterministic")
+	}
+}
+
+// With a hash that collides on everything, lookups must still only return
+// blocks whose tokens and parent match.
+func TestHashCollisionsAreVerified(t *testing.T) {
+	kv := newFakeKV(64, 4)
+	a, err := New(Config{BlockSize: 4, NumBlocks: 16, NumSlots: 4, PrefixCache: true}, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.hashFn = func(uint64, []int32) uint64 { return 42 }
+	pa := []int32{1, 1, 1, 1, 2, 2, 2, 2, 9}
+	s, _, _ := a.Admit(pa)
+	a.Grow(s, len(pa))
+	a.Commit(s, pa)
+	tests := []struct {
+		prompt []int32
+		want   int
+	}{
+		{[]int32{1, 1, 1, 1, 5}, 4},                // block 0 matches
+		{[]int32{3, 3, 3, 3, 5}, 0},                // same hash, other tokens
+		{[]int32{1, 1, 1, 1, 2, 2, 2, 2, 5}, 4},    // block 1 was not indexed: its hash collided
+		{[]int32{2, 2, 2, 2, 1, 1, 1, 1, 5}, 0},    // block-1 tokens at depth 0
+		{[]int32{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 4}, // depth 1 finds block 0 by hash: parent differs
+	}
+	for _, tt := range tests {
+		if got := a.Probe(tt.prompt).Cached; got != tt.want {
+			t.Errorf("Probe(%v).Cached = %d, want %d", tt.prompt, got, tt.want)
+		}
+	}
+	if err := a.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMisusePanics(t *testing.T) {
+	newA := func() (*Allocator, SeqID) {
+		a, err := New(Config{BlockSize: 4, NumBlocks: 8, NumSlots: 2, PrefixCache: true}, newFakeKV(32, 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _, _ := a.Admit([]int32{1, 2, 3})
+		a.Grow(s, 3)
+		return a, s
+	}
+	tests := []struct {
+		name string
+		f    func(a *Allocator, s SeqID)
+	}{
+		{"Grow after Free", func(a *Allocator, s SeqID) { a.Free(s); a.Grow(s, 1) }},
+		{"double Free", func(a *Allocator, s SeqID) { a.Free(s); a.Free(s) }},
+		{"Len of a never admitted slot", func(a *Allocator, s SeqID) { a.Len(1) }},
+		{"out of range", func(a *Allocator, s SeqID) { a.Trim(7, 0) }},
+		{"negative Grow", func(a *Allocator, s SeqID) { a.Grow(s, -1) }},
+		{"negative Trim", func(a *Allocator, s SeqID) { a.Trim(s, -1) }},
+		{"Commit past Len", func(a *Allocator, s SeqID) { a.Commit(s, []int32{1, 2, 3, 4}) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, s := newA()
+			defer func() {
+				if recover() == nil {
+					t.Fatal("no panic")
+				}
+			}()
+			tt.f(a, s)
+		})
+	}
+}
+
+// Once every slot's table has grown, the hot paths must not allocate.
+func TestNoAllocations(t *testing.T) {
+	if invariantsOn {
+		t.Skip("CheckInvariants allocates; run without -race and the invariants tag")
+	}
+	a, err := New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true}, nopKV{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := make([]int32, 300)
+	for i := range prompt {
+		prompt[i] = int32(i)
+	}
+	cycle := func() {
+		s, cached, _ := a.Admit(prompt)
+		a.Grow(s, len(prompt)-cached)
+		for i := 0; i < 8; i++ {
+			n := a.Len(s)
+			a.Grow(s, 5)
+			a.Trim(s, n+2)
+		}
+		a.Commit(s, prompt)
+		a.Probe(prompt)
+		a.Stats()
+		a.Free(s)
+	}
+	cycle() // grow the slot's table once
+	if n := testing.AllocsPerRun(100, cycle); n != 0 {
+		t.Fatalf("%v allocations per admit/grow/trim/commit/free cycle", n)
+	}
+}
+
+type nopKV struct{}
+
+func (nopKV) Remove(slot int32, p0, p1 int32)   {}
+func (nopKV) Copy(src, dst int32, p0, p1 int32) {}
