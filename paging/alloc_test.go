@@ -208,3 +208,52 @@ type nopKV struct{}
 
 func (nopKV) Remove(slot int32, p0, p1 int32)   {}
 func (nopKV) Copy(src, dst int32, p0, p1 int32) {}
+
+// CheckInvariants must notice corruption, or the invariant runs prove nothing.
+func TestCheckInvariantsDetectsCorruption(t *testing.T) {
+	setup := func() (*Allocator, SeqID, SeqID) {
+		a, err := New(Config{BlockSize: 2, NumBlocks: 16, NumSlots: 4, PrefixCache: true}, newFakeKV(32, 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := []int32{1, 2, 3, 4, 5, 6, 7}
+		x, _, _ := a.Admit(p)
+		a.Grow(x, 7)
+		a.Commit(x, p)
+		y, _, _ := a.Admit(p) // shares 3 blocks with x
+		a.Grow(y, 1)
+		z, _, _ := a.Admit([]int32{9, 9, 9})
+		a.Grow(z, 3)
+		a.Commit(z, []int32{9, 9, 9})
+		a.Free(z) // zombie holding one block
+		if err := a.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+		return a, x, y
+	}
+	tests := []struct {
+		name    string
+		corrupt func(a *Allocator, x, y SeqID)
+	}{
+		{"ref count off", func(a *Allocator, x, y SeqID) { a.ref[a.slots[x].table[0]]++ }},
+		{"free block also in a table", func(a *Allocator, x, y SeqID) { a.slots[x].table[3] = a.freeHead }},
+		{"free counter", func(a *Allocator, x, y SeqID) { a.nFree-- }},
+		{"cached counter", func(a *Allocator, x, y SeqID) { a.nCached++ }},
+		{"lost hash entry", func(a *Allocator, x, y SeqID) { a.prefix.del(a.hash[a.slots[x].table[0]]) }},
+		{"stale token", func(a *Allocator, x, y SeqID) { a.toks[int(a.slots[x].table[1])*2]++ }},
+		{"length vs table", func(a *Allocator, x, y SeqID) { a.slots[y].n += 3 }},
+		{"zombie held count", func(a *Allocator, x, y SeqID) { a.slots[2].held++ }},
+		{"owner not holding", func(a *Allocator, x, y SeqID) { a.owner[a.slots[x].table[3]] = int32(y) }},
+		{"slot on the free stack twice", func(a *Allocator, x, y SeqID) { a.freeSlots = append(a.freeSlots, 3) }},
+		{"LRU link", func(a *Allocator, x, y SeqID) { a.prev[a.lruHead] = 5 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, x, y := setup()
+			tt.corrupt(a, x, y)
+			if err := a.CheckInvariants(); !errors.Is(err, ErrInvariant) {
+				t.Fatalf("CheckInvariants() = %v, want ErrInvariant", err)
+			}
+		})
+	}
+}

@@ -323,6 +323,9 @@ func TestRandomOperations(t *testing.T) {
 		{BlockSize: 4, NumBlocks: 16, NumSlots: 4, PrefixCache: false},
 	}
 	steps := 3000
+	if invariantsOn {
+		steps = 1200 // every mutation already runs CheckInvariants: slow, thorough
+	}
 	if testing.Short() {
 		steps = 500
 	}
