@@ -1,0 +1,55 @@
+package engine
+
+import (
+	"testing"
+)
+
+// Decode benchmarks on stories260K with 2 threads and flash attention off,
+// the setting of `llama-bench -n 128 -t 2 -fa 0` (tg128): each sequence
+// generates 128 tokens from an empty cache, then the cache is cleared.
+// One b.N iteration is one llama_decode; tok/s counts generated tokens.
+
+const benchGen = 128
+
+func benchDecode(b *testing.B, nSeq int) {
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: 2, FlashAttn: FlashAttnOff})
+	batch := newBatch(b, l, nSeq)
+	next := make([]int32, nSeq)
+	rows := make([]int, nSeq)
+	for s := range next {
+		next[s] = m.Vocab().BOS()
+	}
+	pos := int32(0)
+	step := func() {
+		if pos == benchGen {
+			c.ClearKV()
+			pos = 0
+		}
+		batch.Reset()
+		for s := range nSeq {
+			rows[s] = batch.Add(next[s], pos, int32(s), true)
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		for s := range nSeq {
+			next[s] = argmax(c.Logits(rows[s]))
+		}
+		pos++
+	}
+	for range 2 * benchGen { // warm up: graphs, caches, pool threads
+		step()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*nSeq)/b.Elapsed().Seconds(), "tok/s")
+}
+
+func BenchmarkDecodeSingle(b *testing.B)  { benchDecode(b, 1) }
+func BenchmarkDecodeBatch8(b *testing.B)  { benchDecode(b, 8) }
+func BenchmarkDecodeBatch32(b *testing.B) { benchDecode(b, 32) }
