@@ -16,7 +16,7 @@ import (
 type genRequest struct {
 	chat     bool
 	model    string
-	prompts  []promptInput          // completions: one choice set per prompt
+	prompts  []promptInput           // completions: one choice set per prompt
 	messages []scheduler.ChatMessage // chat
 
 	maxTokens      int    // 0: not given (default applies)

@@ -239,6 +239,9 @@ func contextExceeded(param string, ctxSize, prompt, completion int) *apiError {
 	return e
 }
 
+// errNoResult is a backend that closed a channel without a Done event.
+var errNoResult = errors.New("the scheduler ended a sequence without a result")
+
 // choiceEvent is an event of choice idx.
 type choiceEvent struct {
 	idx int
@@ -323,6 +326,11 @@ func (r *run) next() (choiceEvent, end) {
 		select {
 		case ce, ok := <-r.events:
 			if !ok {
+				// fanIn also closes when ctx ends (dropping Done events):
+				// that is not a normal end.
+				if r.ctx.Err() != nil && !r.allDone() {
+					return ce, r.ctxEnd()
+				}
 				return ce, endDone
 			}
 			return ce, endNone
@@ -334,6 +342,15 @@ func (r *run) next() (choiceEvent, end) {
 			}
 		}
 	}
+}
+
+func (r *run) allDone() bool {
+	for i := range r.choices {
+		if !r.choices[i].done {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *run) ctxEnd() end {
@@ -419,10 +436,8 @@ func (r *run) collect() ([]byte, *apiError) {
 			return nil, r.failure(endNone, err)
 		}
 	}
-	for i := range r.choices {
-		if !r.choices[i].done { // a backend that closed a channel without Done
-			return nil, r.failure(endNone, errors.New("the scheduler ended a sequence without a result"))
-		}
+	if !r.allDone() {
+		return nil, r.failure(endNone, errNoResult)
 	}
 	resp := response{ID: r.id, Object: r.object, Created: r.created, Model: r.model}
 	resp.Choices = make([]choiceJSON, len(r.choices))
@@ -568,6 +583,10 @@ func (r *run) stream(w *bufio.Writer) {
 		ce, how := r.next()
 		switch how {
 		case endDone:
+			if !r.allDone() {
+				r.streamError(w, r.failure(endNone, errNoResult))
+				return
+			}
 			r.streamEnd(w)
 			return
 		case endDisconnected:

@@ -234,10 +234,10 @@ func TestBackendErrorsFake(t *testing.T) {
 		t.Errorf("template error: %d %s", res.status, res.body)
 	}
 	f.failAfter = 2
-	if res := do(t, "POST", url+"/v1/completions", `{"prompt":"a","max_tokens":5}`); res.status != 500 {
+	if res := do(t, "POST", url+"/v1/completions", `{"prompt":"a","max_tokens":5,"ignore_eos":true}`); res.status != 500 {
 		t.Errorf("failing generation: %d %s", res.status, res.body)
 	}
-	res = do(t, "POST", url+"/v1/completions", `{"prompt":"a","max_tokens":5,"stream":true}`)
+	res = do(t, "POST", url+"/v1/completions", `{"prompt":"a","max_tokens":5,"stream":true,"ignore_eos":true}`)
 	if ev := sseEvents(t, strings.NewReader(string(res.body))); res.status != 200 || !strings.Contains(ev[len(ev)-1], `"error"`) {
 		t.Errorf("failing stream: %d %s", res.status, res.body)
 	}

@@ -1,0 +1,58 @@
+package server
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// FuzzDecode feeds arbitrary bodies to request decoding, validation and
+// request building: none may panic, every refusal is a well-formed 4xx
+// OpenAI error, every acceptance is a request the scheduler can take.
+// Seed corpus: testdata/fuzz/FuzzDecode. Run: go test -fuzz=FuzzDecode ./server/
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"prompt":"hello","max_tokens":5}`,
+		`{"prompt":[1,2,3],"n":2,"seed":-1,"stop":["a","b"]}`,
+		`{"prompt":[[1,2],[3]],"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"prompt":["a","b"],"temperature":0.5,"top_p":1,"top_k":0,"min_p":0.1,"logprobs":null}`,
+	} {
+		f.Add(false, []byte(s))
+	}
+	for _, s := range []string{
+		`{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":3}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"prediction":{"type":"content","content":"x"},"speculative":{"proposer":"ngram","k":2}}`,
+		`{"messages":[{"role":"system","content":null}],"n_predict":-1,"max_tokens":1e400}`,
+	} {
+		f.Add(true, []byte(s))
+	}
+	fb := newFake()
+	s, err := New(Config{}, fb, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, chat bool, body []byte) {
+		g, e := decode(body, chat, limits{maxN: DefaultMaxN, vocab: fakeVocab})
+		if e == nil {
+			var reqs []any
+			rs, lens, e2 := s.buildRequests(g)
+			e = e2
+			for _, r := range rs {
+				if r.MaxTokens < 1 || len(r.Prompt) == 0 || len(r.Prompt)+r.MaxTokens > fakeCtx {
+					t.Fatalf("bad request built: prompt %d max %d", len(r.Prompt), r.MaxTokens)
+				}
+				reqs = append(reqs, r)
+			}
+			if e == nil && (len(rs) == 0 || len(rs) != len(lens)*g.n || g.n < 1 || g.n > DefaultMaxN) {
+				t.Fatalf("%d requests for %d prompts × n=%d", len(rs), len(lens), g.n)
+			}
+		}
+		if e != nil {
+			if e.Status < 400 || e.Status > 499 || e.Message == "" || e.Type == "" {
+				t.Fatalf("bad error %+v", e)
+			}
+			if !json.Valid(e.body()) {
+				t.Fatalf("error body is not JSON: %s", e.body())
+			}
+		}
+	})
+}
