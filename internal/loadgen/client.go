@@ -122,6 +122,10 @@ func doRequest(ctx context.Context, cfg *Config, body []byte, t0 time.Time) Samp
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
+	// Marks the POST replayable, so net/http resends it on a fresh
+	// connection when the server closed the pooled one just before reuse
+	// (cpp-httplib caps requests per connection) instead of failing it.
+	req.Header["X-Idempotency-Key"] = nil
 
 	start := time.Now()
 	s.Start = start.Sub(t0)

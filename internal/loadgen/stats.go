@@ -83,7 +83,8 @@ type Summary struct {
 	E2EL Distribution `json:"e2el_ms"` // send → end of stream
 
 	// Speculation, when the server reports it (OpenAI accepted/rejected
-	// prediction tokens or llama.cpp timings.draft_n/draft_n_accepted).
+	// prediction tokens or llama.cpp timings.draft_n/draft_n_accepted) and
+	// proposed at least one draft token; sums over those requests only.
 	DraftReported  bool    `json:"draft_reported"`
 	DraftProposed  int     `json:"draft_proposed"`
 	DraftAccepted  int     `json:"draft_accepted"`
@@ -132,7 +133,9 @@ func Summarize(samples []Sample, dur time.Duration) Summary {
 		for _, g := range x.ITL {
 			itl = append(itl, ms(g))
 		}
-		if x.DraftReported {
+		// A server that always reports counts (specd sends zeros without
+		// speculation) has speculated only if it proposed something.
+		if x.DraftReported && x.DraftProposed > 0 {
 			s.DraftReported = true
 			s.DraftProposed += x.DraftProposed
 			s.DraftAccepted += x.DraftAccepted

@@ -1,0 +1,388 @@
+#!/usr/bin/env bash
+# bench/compare.sh — specd against llama-server on the same model files,
+# threads, context, slots and flash-attention setting, measured by the same
+# client (`specd bench --json`). Every figure is the median of --runs runs
+# (default 3) with min and max; within each run the two servers take turns
+# point by point, the order flipping every run, so drift hits both sides.
+# Writes a generated section of docs/BENCHMARKS.md (between markers).
+#
+# usage: bench/compare.sh [--scenario LIST|all] [--runs N] [--quick]
+#                         [--sides specd,llama] [--threads T] [--out DIR]
+#                         [--doc | --no-doc]
+#
+# Scenarios (LIST like 1,3):
+#   1  stories260K, no speculation, concurrency 1/4/16/32
+#   2  heavy target + stories260K draft, draft speculation k=4 on both, c 1/4/16
+#   3  heavy target, n-gram speculation on both, copy-heavy prompts (bench/copy.jsonl)
+#   4  heavy target, long shared-prefix prompts, prefix caching on both sides
+#   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8
+#
+# --quick: one run, concurrency 1 and 4 only, short outputs, k 0..4; writes
+#          no doc unless --doc (its figures are for checking the pipeline).
+# --sides llama (or specd): run one server only (no ratios).
+#
+# Environment (all optional): SPECD (binary, default bin/specd, built by
+# `make build`), LLAMA_BIN (folder with llama-server, default
+# .cache/llama-build/bin, built by scripts/build-llama-tools.sh), STORIES,
+# HEAVY (model files), PORT_SPECD / PORT_LLAMA (default 18181/18182),
+# SPECD_EXTRA / LLAMA_EXTRA (extra server flags), SPECD_FA (value given to
+# specd's --flash-attn, default off), FA (llama-server -fa, default off).
+# Servers listen on 127.0.0.1 only and are killed on exit.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${SPECD_CACHE:-$root/.cache}"
+SCENARIOS="1,2,3,4,5"
+RUNS=""
+QUICK=0
+SIDES="specd,llama"
+THREADS="${THREADS:-$(nproc)}"
+DOC=auto
+OUT=""
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --scenario|--scenarios) SCENARIOS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --sides) SIDES="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --doc) DOC=1; shift ;;
+    --no-doc) DOC=0; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ "$SCENARIOS" = all ] && SCENARIOS="1,2,3,4,5"
+[ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=3; }
+[ "$DOC" = auto ] && { [ "$QUICK" = 1 ] && DOC=0 || DOC=1; }
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive integer"
+has() { [[ ",$1," == *",$2,"* ]]; }
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-5]$ ]] || die "unknown scenario $s"; done
+for s in ${SIDES//,/ }; do [[ "$s" =~ ^(specd|llama)$ ]] || die "unknown side $s"; done
+
+export GGML_NO_BACKTRACE=1
+export SPECD_LIB_DIR="${SPECD_LIB_DIR:-$cache/backend/linux-x64-3.22.1}"
+STORIES="${STORIES:-$root/../shared/models/stories260K.gguf}"
+HEAVY="${HEAVY:-$cache/models/heavy-q8.gguf}"
+SPECD="${SPECD:-$root/bin/specd}"
+LLAMA_BIN="${LLAMA_BIN:-$cache/llama-build/bin}"
+PORT_SPECD="${PORT_SPECD:-18181}"
+PORT_LLAMA="${PORT_LLAMA:-18182}"
+SPECD_FA="${SPECD_FA:-off}"
+FA="${FA:-off}"
+OUT="${OUT:-$cache/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT/logs"
+for t in jq curl awk; do command -v "$t" >/dev/null || die "needs $t"; done
+
+# ---------------------------------------------------------------- build, once
+needs_heavy=0
+for s in 2 3 4 5; do has "$SCENARIOS" "$s" && needs_heavy=1; done
+if has "$SIDES" llama && [ ! -x "$LLAMA_BIN/llama-server" ]; then
+  log "building llama-server (scripts/build-llama-tools.sh; 5-10 min the first time)"
+  "$root/scripts/build-llama-tools.sh" llama-server >&2
+  LLAMA_BIN="$cache/llama-build/bin"
+fi
+if [ "$needs_heavy" = 1 ] && [ ! -f "$HEAVY" ]; then
+  log "generating the heavy target (make bench-models)"
+  make -C "$root" bench-models >&2
+fi
+if [ "$SPECD" = "$root/bin/specd" ]; then
+  log "building specd (make build)"
+  make -C "$root" build >/dev/null
+fi
+[ -x "$SPECD" ] || die "no specd binary at $SPECD"
+if has "$SIDES" specd && [ ! -d "$SPECD_LIB_DIR" ]; then make -C "$root" backend >&2; fi
+[ -f "$STORIES" ] || die "no model at $STORIES"
+
+# ------------------------------------------------------------------- servers
+declare -A PID=()
+cleanup() {
+  for s in "${!PID[@]}"; do kill "${PID[$s]}" 2>/dev/null || true; done
+  for s in "${!PID[@]}"; do wait "${PID[$s]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_of() { [ "$1" = specd ] && echo "$PORT_SPECD" || echo "$PORT_LLAMA"; }
+
+# start SIDE NAME CMD...: start a server, wait until /health says ready.
+start() {
+  local side="$1" name="$2"; shift 2
+  local port; port="$(port_of "$side")"
+  if curl -s -o /dev/null "http://127.0.0.1:$port/health"; then die "port $port is already in use"; fi
+  printf '%q ' "$@" >"$OUT/logs/$name.cmd"
+  "$@" >"$OUT/logs/$name.log" 2>&1 &
+  PID[$side]=$!
+  for _ in $(seq 1 600); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; then return 0; fi
+    if ! kill -0 "${PID[$side]}" 2>/dev/null; then
+      tail -20 "$OUT/logs/$name.log" >&2
+      unset "PID[$side]"
+      die "$side server ($name) exited during start-up; log: $OUT/logs/$name.log"
+    fi
+    sleep 0.2
+  done
+  die "$side server ($name) not ready after 120 s"
+}
+
+stop() {
+  local side="$1"
+  [ -n "${PID[$side]:-}" ] || return 0
+  kill "${PID[$side]}" 2>/dev/null || true
+  wait "${PID[$side]}" 2>/dev/null || true
+  unset "PID[$side]"
+}
+
+# specd_cmd MODEL DRAFT SLOTS CTX [extra...] / llama_cmd likewise: the same
+# model files, threads, context, slots and flash attention on both sides.
+specd_cmd() {
+  local m="$1" d="$2" np="$3" ctx="$4"; shift 4
+  CMD=("$SPECD" serve --model "$m")
+  [ -n "$d" ] && CMD+=(--draft "$d")
+  CMD+=(--host 127.0.0.1 --port "$PORT_SPECD" --ctx-size "$ctx" --parallel "$np" --threads "$THREADS" --flash-attn "$SPECD_FA" "$@")
+  # shellcheck disable=SC2206
+  [ -n "${SPECD_EXTRA:-}" ] && CMD+=($SPECD_EXTRA)
+  return 0
+}
+llama_cmd() {
+  local m="$1" d="$2" np="$3" ctx="$4"; shift 4
+  CMD=("$LLAMA_BIN/llama-server" -m "$m")
+  [ -n "$d" ] && CMD+=(-md "$d")
+  CMD+=(--host 127.0.0.1 --port "$PORT_LLAMA" -c "$ctx" -np "$np" -t "$THREADS" -fa "$FA" "$@")
+  # shellcheck disable=SC2206
+  [ -n "${LLAMA_EXTRA:-}" ] && CMD+=($LLAMA_EXTRA)
+  return 0
+}
+
+# bench SIDE OUTFILE ARGS...: one point; failures are recorded, not fatal.
+bench() {
+  local side="$1" out="$2"; shift 2
+  local port; port="$(port_of "$side")"
+  local cmd=("$SPECD" bench --url "http://127.0.0.1:$port" --json --no-progress --seed 1 --tokens-per-word "$TPW" "$@")
+  printf '%q ' "${cmd[@]}" >"$out.cmd"
+  if ! "${cmd[@]}" >"$out" 2>"$out.err"; then
+    echo "   $side: $(tail -1 "$out.err")" >&2
+    [ -s "$out" ] || rm -f "$out"
+  fi
+}
+
+# ------------------------------------------------------------------ scenarios
+if [ "$QUICK" = 1 ]; then OUTTOK=32; else OUTTOK=128; fi
+reqs() { local c="$1"; if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c*4 > 16 ? c*4 : 16 )); fi; }
+quick_concs() { if [ "$QUICK" = 1 ]; then echo "1 4"; else echo "$1"; fi; }
+
+# Tokens per word, measured once (the two models share one tokenizer) and
+# given to every run, so both servers get byte-identical prompts.
+TPW=""
+calibrate() {
+  [ -n "$TPW" ] && return 0
+  local side="$1" port; port="$(port_of "$side")"
+  TPW="$("$SPECD" bench --url "http://127.0.0.1:$port" --json --no-progress --requests 1 --input-tokens 64 --output-tokens 1 |
+    jq -r '.workload.tokens_per_word')"
+  log "calibrated: $TPW tokens per word (via $side)"
+}
+
+# pair SCEN LABEL "CONCS" -- bench args: start the scenario's servers (CMD_specd
+# / CMD_llama arrays set by the caller), then RUNS rounds over CONCS with the
+# sides alternating.
+pair() {
+  local scen="$1" concs="$2"; shift 2
+  local dir="$OUT/s$scen"; mkdir -p "$dir"
+  local sides=()
+  for s in specd llama; do has "$SIDES" "$s" && sides+=("$s"); done
+  for s in "${sides[@]}"; do
+    if [ "$s" = specd ]; then start specd "s$scen-specd" "${CMD_specd[@]}"; else start llama "s$scen-llama" "${CMD_llama[@]}"; fi
+  done
+  calibrate "${sides[-1]}"
+  for r in $(seq 1 "$RUNS"); do
+    local order=("${sides[@]}")
+    if [ $((r % 2)) = 0 ] && [ ${#sides[@]} = 2 ]; then order=("${sides[1]}" "${sides[0]}"); fi
+    for c in $concs; do
+      for s in "${order[@]}"; do
+        log "scenario $scen run $r/$RUNS c=$c $s"
+        bench "$s" "$dir/c$c.$s.r$r.json" --concurrency "$c" --requests "$(reqs "$c")" "$@"
+      done
+    done
+  done
+  for s in "${sides[@]}"; do stop "$s"; done
+}
+
+scenario1() {
+  local np=32 ctx=$((32 * 384))
+  specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
+  llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
+  pair 1 "$(quick_concs "1 4 16 32")" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+}
+scenario2() {
+  local np=16 ctx=$((16 * 384))
+  specd_cmd "$HEAVY" "$STORIES" $np $ctx --proposer draft --spec-k 4; CMD_specd=("${CMD[@]}")
+  llama_cmd "$HEAVY" "$STORIES" $np $ctx --no-cache-prompt --spec-type draft-simple --spec-draft-n-max 4; CMD_llama=("${CMD[@]}")
+  pair 2 "$(quick_concs "1 4 16")" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+}
+scenario3() {
+  local np=4 ctx=$((4 * 512))
+  specd_cmd "$HEAVY" "" $np $ctx --proposer ngram --spec-k 4; CMD_specd=("${CMD[@]}")
+  llama_cmd "$HEAVY" "" $np $ctx --no-cache-prompt --spec-type ngram-simple \
+    --spec-ngram-simple-size-n 3 --spec-ngram-simple-size-m 4; CMD_llama=("${CMD[@]}")
+  pair 3 "1 4" --dataset "$root/bench/copy.jsonl" --output-tokens "$OUTTOK" --warmup 2
+}
+scenario4() {
+  local np=4 ctx=$((4 * 512))
+  specd_cmd "$HEAVY" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
+  llama_cmd "$HEAVY" "" $np $ctx --cache-prompt; CMD_llama=("${CMD[@]}")
+  pair 4 "1 4" --input-tokens 416 --shared-prefix 384 --prefix-cache --output-tokens 32 --warmup 2
+}
+scenario5() {
+  has "$SIDES" specd || { log "scenario 5 is specd-only; skipped"; return 0; }
+  local dir="$OUT/s5" ks="0..8"; mkdir -p "$dir"
+  [ "$QUICK" = 1 ] && ks="0..4"
+  # c: one draft pass over one target pass, approximated by the ratio of the
+  # weight files' sizes (decoding one token is bound by reading the weights).
+  DRAFT_COST="$(awk -v a="$(stat -c %s "$STORIES")" -v b="$(stat -c %s "$HEAVY")" 'BEGIN{printf "%.4f", a/b}')"
+  specd_cmd "$HEAVY" "$STORIES" 1 512 --proposer draft; CMD_specd=("${CMD[@]}")
+  start specd s5-specd "${CMD_specd[@]}"
+  calibrate specd
+  for t in 0 0.8; do
+    for r in $(seq 1 "$RUNS"); do
+      log "scenario 5 temperature $t run $r/$RUNS"
+      bench specd "$dir/t$t.r$r.json" --concurrency 1 --requests "$(reqs 2)" --sweep-k "$ks" \
+        --temperature "$t" --draft-cost "$DRAFT_COST" --input-tokens 64 --output-tokens "$OUTTOK" \
+        --plot "$dir/ksweep-t$t.r$r.svg" --warmup 1
+    done
+  done
+  stop specd
+}
+
+for s in ${SCENARIOS//,/ }; do "scenario$s"; done
+
+# ------------------------------------------------------------------- report
+# stats: numbers on stdin → "median min max" (median of an even count is the
+# mean of the middle two).
+stats() {
+  sort -g | awk '{a[NR]=$1} END {
+    if (NR == 0) { print "NA NA NA"; exit }
+    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    print m, a[1], a[NR] }'
+}
+# collect FILEGLOB JQ: the jq value from each run's file.
+collect() {
+  local f
+  for f in $1; do if [ -f "$f" ]; then jq -r "$2" "$f"; fi; done
+  return 0
+}
+fmt() { awk -v m="$1" -v lo="$2" -v hi="$3" -v d="$4" 'BEGIN {
+  if (m == "NA") { print "–"; exit }
+  f = "%." d "f"; printf(f " (" f "–" f ")\n", m, lo, hi) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "–"; else printf "%.2f\n", a/b }'; }
+sanitize() { sed -e "s#$root/##g" -e "s#$(dirname "$root")/shared#../shared#g" -e "s#$cache#.cache#g"; }
+
+metrics=(
+  "output tok/s|.points[0].summary.output_throughput|1"
+  "requests/s|.points[0].summary.request_throughput|2"
+  "TTFT p50 ms|.points[0].summary.ttft_ms.p50|1"
+  "TPOT p50 ms|.points[0].summary.tpot_ms.p50|2"
+  "ITL p50 ms|.points[0].summary.itl_ms.p50|2"
+  "E2E p99 ms|.points[0].summary.e2el_ms.p99|0"
+  "acceptance|.points[0].summary | if .draft_reported then .acceptance_rate else empty end|3"
+  "tokens/pass|.points[0].summary | if .draft_reported then .mean_accepted_length else empty end|2"
+  "cached prompt tok|.points[0].summary.cached_tokens|0"
+)
+scenario_title=(
+  ""
+  "1. stories260K, no speculation"
+  "2. heavy-q8 target + stories260K draft, draft speculation k=4"
+  "3. heavy-q8, n-gram speculation (k=4), copy-heavy prompts (bench/copy.jsonl)"
+  "4. heavy-q8, 384-token shared prefix + 32 unique tokens, prefix caching on"
+  "5. k sweep on specd (heavy-q8 + stories260K draft)"
+)
+
+section="$OUT/section.md"
+{
+  echo "### specd vs llama-server (generated by bench/compare.sh)"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- command: \`bench/compare.sh --scenario $SCENARIOS --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick') --sides $SIDES --threads $THREADS\`"
+  echo "- each cell: median (min–max) of $RUNS run(s); ratio = specd / llama-server of the medians (> 1 is better for specd in tok/s and req/s, worse in ms)"
+  [ "$QUICK" = 1 ] && echo "- **quick mode**: one run, short outputs — a pipeline check, not a result"
+  [ "$SIDES" = llama ] && echo "- **llama-server only**: specd was not run, so there are no ratios"
+  [ "$SIDES" = specd ] && echo "- **specd only**: llama-server was not run, so there are no ratios"
+  for s in ${SCENARIOS//,/ }; do
+    [ "$s" = 5 ] && continue
+    echo
+    echo "#### ${scenario_title[$s]}"
+    echo
+    for side in specd llama; do
+      [ -f "$OUT/logs/s$s-$side.cmd" ] && echo "- $side: \`$(sanitize <"$OUT/logs/s$s-$side.cmd")\`"
+    done
+    first="$(ls "$OUT/s$s"/*.json.cmd 2>/dev/null | head -1 || true)"
+    [ -n "$first" ] && echo "- client (one point): \`$(sanitize <"$first")\`"
+    echo
+    echo "| c | metric | specd | llama-server | specd / llama |"
+    echo "|---:|---|---:|---:|---:|"
+    for c in $(ls "$OUT/s$s" 2>/dev/null | sed -n 's/^c\([0-9]*\)\..*\.json$/\1/p' | sort -nu); do
+      fails=""
+      for side in specd llama; do
+        n="$(collect "$OUT/s$s/c$c.$side.r*.json" '.points[0].summary.failed' | awk '{s+=$1} END{print s+0}')"
+        runs="$(collect "$OUT/s$s/c$c.$side.r*.json" '.points[0].summary.failed' | wc -l)"
+        has "$SIDES" "$side" && [ "$n" != 0 ] && fails="$fails $side: $n failed requests;"
+        has "$SIDES" "$side" && [ "$runs" -lt "$RUNS" ] && fails="$fails $side: $((RUNS - runs)) run(s) missing;"
+      done
+      for m in "${metrics[@]}"; do
+        IFS='|' read -r name path digits <<<"$m"
+        read -r sm slo shi < <(collect "$OUT/s$s/c$c.specd.r*.json" "$path" | stats)
+        read -r lm llo lhi < <(collect "$OUT/s$s/c$c.llama.r*.json" "$path" | stats)
+        [ "$sm" = NA ] && [ "$lm" = NA ] && continue
+        echo "| $c | $name | $(fmt "$sm" "$slo" "$shi" "$digits") | $(fmt "$lm" "$llo" "$lhi" "$digits") | $(ratio "$sm" "$lm") |"
+      done
+      [ -n "$fails" ] && echo "| $c | **errors** |${fails} | | |"
+    done
+  done
+  if has "$SCENARIOS" 5 && [ -d "$OUT/s5" ]; then
+    echo
+    echo "#### ${scenario_title[5]}"
+    echo
+    [ -f "$OUT/logs/s5-specd.cmd" ] && echo "- specd: \`$(sanitize <"$OUT/logs/s5-specd.cmd")\`"
+    first="$(ls "$OUT/s5"/*.json.cmd 2>/dev/null | head -1 || true)"
+    [ -n "$first" ] && echo "- client: \`$(sanitize <"$first")\`"
+    echo "- c = ${DRAFT_COST:-?} (weight-file size ratio draft/target); α fitted per run from the mean accepted lengths; plots: $(sanitize <<<"$OUT")/s5/ksweep-t*.svg"
+    for t in 0 0.8; do
+      ls "$OUT/s5"/t$t.r*.json >/dev/null 2>&1 || continue
+      echo
+      echo "temperature $t — α fitted: $(read -r m lo hi < <(collect "$OUT/s5/t$t.r*.json" '.sweep.alpha' | stats); fmt "$m" "$lo" "$hi" 3)"
+      echo
+      echo "| k | output tok/s | acceptance | tokens/pass | measured speed-up | Leviathan E/(kc+1) |"
+      echo "|---:|---:|---:|---:|---:|---:|"
+      for k in $(jq -r '.sweep.curve[].k' "$(ls "$OUT/s5"/t$t.r*.json | head -1)"); do
+        row="| $k"
+        for spec in "output_throughput|1" "acceptance_rate|3" "mean_accepted_length|2" "measured_speedup|2" "predicted_speedup|2"; do
+          IFS='|' read -r key digits <<<"$spec"
+          read -r m lo hi < <(collect "$OUT/s5/t$t.r*.json" ".sweep.curve[] | select(.k == $k) | .$key" | stats)
+          row="$row | $(fmt "$m" "$lo" "$hi" "$digits")"
+        done
+        echo "$row |"
+      done
+    done
+  fi
+} >"$section"
+
+cat "$section"
+if [ "$DOC" = 1 ]; then
+  doc="$root/docs/BENCHMARKS.md"
+  begin="<!-- BEGIN bench/compare.sh output (generated; edit the script, not this) -->"
+  end="<!-- END bench/compare.sh output -->"
+  touch "$doc"
+  if ! grep -qF "$begin" "$doc"; then printf '\n%s\n%s\n' "$begin" "$end" >>"$doc"; fi
+  awk -v b="$begin" -v e="$end" -v f="$section" '
+    $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+    $0 == e { skip = 0 }
+    !skip { print }' "$doc" >"$doc.tmp" && mv "$doc.tmp" "$doc"
+  log "wrote the generated section of docs/BENCHMARKS.md (raw results: $OUT)"
+else
+  log "results in $OUT (docs/BENCHMARKS.md untouched)"
+fi
