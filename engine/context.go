@@ -138,7 +138,9 @@ type ContextParams struct {
 	// NSeqMax is the number of distinct sequence ids (0..NSeqMax-1).
 	NSeqMax int
 	// NOutputsMax sizes the logits buffer: the most rows asking for logits in
-	// one Decode. 0 means NBatch.
+	// one Decode. 0 means NBatch. llama.cpp aborts the process when a decode
+	// needs more, so NewContext raises it to at least NSeqMax and Decode
+	// refuses a batch with more logits rows.
 	NOutputsMax int
 	// Threads is the size of the thread pool the context creates when
 	// ThreadPool is nil. Ignored when ThreadPool is set.
@@ -160,7 +162,10 @@ func DefaultContextParams() ContextParams {
 		FlashAttn: FlashAttnAuto, TypeK: "f16", TypeV: "f16",
 		Threads: min(4, runtime.NumCPU()),
 	}
-	if llamaContextDefaultParams != nil {
+	openMu.Lock()
+	loaded := openLib != nil
+	openMu.Unlock()
+	if loaded {
 		c := llamaContextDefaultParams()
 		p.NCtx, p.NBatch, p.NUBatch = int(c.NCtx), int(c.NBatch), int(c.NUBatch)
 		p.NSeqMax, p.NOutputsMax = int(c.NSeqMax), int(c.NOutputsMax)
@@ -221,6 +226,8 @@ type Context struct {
 	nCtxSeq int
 	nBatch  int
 	nSeqMax int
+	nOutMax int
+	unified bool
 
 	// rowOut maps the last decoded batch's rows to output rows (-1: none).
 	rowOut []int32
@@ -253,6 +260,9 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	if p.NOutputsMax != 0 && p.NOutputsMax < p.NSeqMax {
+		p.NOutputsMax = p.NSeqMax
 	}
 	tk, _ := p.TypeK.GGMLType()
 	tv, _ := p.TypeV.GGMLType()
@@ -298,6 +308,11 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		nCtxSeq: int(llamaNCtxSeq(ptr)),
 		nBatch:  int(llamaNBatch(ptr)),
 		nSeqMax: int(llamaNSeqMax(ptr)),
+		nOutMax: p.NOutputsMax,
+		unified: p.UnifiedKV,
+	}
+	if c.nOutMax == 0 {
+		c.nOutMax = c.nBatch
 	}
 	c.rowOut = make([]int32, 0, c.nBatch)
 	return c, nil
@@ -332,6 +347,9 @@ func (c *Context) NSeqMax() int { return c.nSeqMax }
 // NBatch is the most tokens one Decode may carry.
 func (c *Context) NBatch() int { return c.nBatch }
 
+// NOutputsMax is the most rows one Decode may ask logits for.
+func (c *Context) NOutputsMax() int { return c.nOutMax }
+
 // NVocab is the length of one logits row.
 func (c *Context) NVocab() int { return c.nVocab }
 
@@ -340,12 +358,18 @@ func (c *Context) NVocab() int { return c.nVocab }
 // warnings and a descriptive error for an invalid batch (-1: bad token id,
 // position or sequence id; the cache is unchanged) or a fatal failure (< -1).
 func (c *Context) Decode(b *Batch) error {
+	if c.ptr == 0 {
+		return errors.New("engine: decode on a closed context")
+	}
 	n := int(b.c.NTokens)
 	if n == 0 {
 		return errors.New("engine: decode of an empty batch")
 	}
 	if n > c.nBatch {
 		return fmt.Errorf("engine: batch of %d tokens exceeds the context's n_batch %d", n, c.nBatch)
+	}
+	if int(b.nOut) > c.nOutMax {
+		return fmt.Errorf("engine: batch asks logits for %d rows, the context's NOutputsMax is %d", b.nOut, c.nOutMax)
 	}
 	c.logitsFresh = false
 	c.rowOut = append(c.rowOut[:0], b.out[:n]...)

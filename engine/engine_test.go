@@ -429,6 +429,52 @@ func TestDecodeErrors(t *testing.T) {
 	if c.Logits(0) != nil || len(c.Logits(1)) != c.NVocab() || c.Logits(2) != nil || c.Logits(-1) != nil {
 		t.Error("Logits rows wrong")
 	}
+	// More logits rows than NOutputsMax would trip a GGML_ASSERT (abort).
+	small := newCtx(t, m, ContextParams{NOutputsMax: 2, FlashAttn: FlashAttnOff})
+	b.Reset()
+	for i := range 3 {
+		b.Add(5, int32(i), 0, true)
+	}
+	if err := small.Decode(b); err == nil || !strings.Contains(err.Error(), "NOutputsMax") {
+		t.Errorf("3 logits rows with NOutputsMax 2: err = %v", err)
+	}
+	// NOutputsMax below NSeqMax would abort at the first decode: raised.
+	multi := newCtx(t, m, ContextParams{NCtx: 1024, NSeqMax: 4, NOutputsMax: 1, FlashAttn: FlashAttnOff})
+	if multi.NOutputsMax() != 4 {
+		t.Errorf("NOutputsMax = %d, want raised to 4", multi.NOutputsMax())
+	}
+	b.Reset()
+	b.Add(5, 0, 3, true)
+	if err := multi.Decode(b); err != nil {
+		t.Error(err)
+	}
+	// Out-of-range sequence ids would abort inside llama.cpp.
+	if multi.SeqRemove(4, 0, -1) || multi.SeqRemove(-2, 0, -1) || multi.SeqStateSize(9) != 0 {
+		t.Error("out-of-range sequence accepted")
+	}
+	if err := multi.RestoreSeqState(4, []byte{1}); err == nil {
+		t.Error("restore into sequence 4 of 4 accepted")
+	}
+	for name, f := range map[string]func(){
+		"SeqCopy dst":     func() { multi.SeqCopy(0, 4, 0, -1) },
+		"SeqCopy partial": func() { multi.SeqCopy(0, 1, 2, -1) }, // not unified
+		"SeqKeep":         func() { multi.SeqKeep(-1) },
+		"SeqPosMax":       func() { multi.SeqPosMax(4) },
+		"SeqPosMin":       func() { multi.SeqPosMin(4) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+	multi.SeqCopy(3, 1, 0, -1) // a whole sequence across streams is fine
+	if multi.SeqPosMax(1) != 0 {
+		t.Errorf("whole copy across streams: SeqPosMax(1) = %d", multi.SeqPosMax(1))
+	}
 	// Fill the cache until llama.cpp has no slot.
 	c.ClearKV()
 	var err error
