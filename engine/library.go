@@ -24,11 +24,10 @@ type Options struct {
 	LibDir string
 	// Logger receives llama.cpp's log lines. nil means slog.Default().
 	Logger *slog.Logger
-	// LogLevel is the lowest level forwarded to Logger. The zero value is
-	// slog.LevelInfo, so callers who want the quiet default should leave
-	// Options at its zero value: Open treats 0 as slog.LevelWarn because
-	// llama.cpp's INFO is very chatty (a few hundred lines per model load).
-	// Set LogLevel to slog.LevelDebug (-4) to see everything.
+	// LogLevel is the lowest level forwarded to Logger. Its zero value (which
+	// is also slog.LevelInfo) means slog.LevelWarn, because llama.cpp's INFO
+	// is very chatty (hundreds of lines per model load). To forward INFO set
+	// slog.LevelInfo-1; slog.LevelDebug forwards everything.
 	LogLevel slog.Level
 }
 
