@@ -5,7 +5,7 @@ CACHE ?= $(CURDIR)/.cache
 SHARED ?= $(CURDIR)/../shared
 MODEL ?= $(SHARED)/models/stories260K.gguf
 HEAVYGEN := $(CACHE)/bin/heavygen
-TEST_HEAVY := $(CACHE)/models/heavy-test-q8.gguf
+TEST_HEAVY := $(CACHE)/models/heavy-test-f32.gguf
 BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
 export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
 export GGML_NO_BACKTRACE := 1
@@ -30,7 +30,7 @@ $(HEAVYGEN):
 # stories260K, cheap enough to run dozens of prompts.
 $(TEST_HEAVY): | $(HEAVYGEN)
 	@mkdir -p $(CACHE)/models
-	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.045 --seed 1 --type f32 >/dev/null && mv $@.tmp $@
 
 # The benchmark pair's target (see docs/BENCHMARKS.md).
 $(BENCH_HEAVY): | $(HEAVYGEN)

@@ -23,10 +23,10 @@ func (m *engineModel) Decode() error {
 	m.batch.Reset()
 	return err
 }
-func (m *engineModel) Logits(row int) []float32   { return m.ctx.Logits(row) }
-func (m *engineModel) Remove(seq, p0, p1 int32)   { m.ctx.SeqRemove(seq, p0, p1) }
+func (m *engineModel) Logits(row int) []float32    { return m.ctx.Logits(row) }
+func (m *engineModel) Remove(seq, p0, p1 int32)    { m.ctx.SeqRemove(seq, p0, p1) }
 func (m *engineModel) Copy(src, dst, p0, p1 int32) { m.ctx.SeqCopy(src, dst, p0, p1) }
-func (m *engineModel) PosMax(seq int32) int32     { return m.ctx.SeqPosMax(seq) }
+func (m *engineModel) PosMax(seq int32) int32      { return m.ctx.SeqPosMax(seq) }
 func (m *engineModel) SaveState(seq int32) ([]byte, error) {
 	return m.ctx.SaveSeqState(seq, nil)
 }
@@ -75,7 +75,8 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		p.NBatch = cfg.MaxBatchTokens
 		p.NUBatch = cfg.MaxBatchTokens
 		p.NSeqMax = NumSlots(cfg)
-		p.NOutputsMax = outputs
+		// llama.cpp asserts n_outputs_max >= n_seq_max at the first decode.
+		p.NOutputsMax = max(outputs, NumSlots(cfg))
 		p.Threads = cfg.Threads
 		p.ThreadPool = e.pool
 		p.UnifiedKV = true

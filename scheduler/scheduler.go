@@ -39,6 +39,7 @@ type Scheduler struct {
 	admitSeq uint64
 	costs    specdec.CostModel
 	chooser  specdec.BatchChooser
+	ws       *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
 	bseqs    []specdec.BatchSeq
 	kcfg     specdec.KConfig
 	items    []item // scratch: this step's plan
@@ -49,6 +50,11 @@ type Scheduler struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// Tests: compare the scheduler's view of each sequence with the KV.
+	checkKV  bool
+	kvErr    error
+	kvCheckN int
 }
 
 // New makes a scheduler over a target model context, an optional draft
@@ -83,6 +89,7 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 		nVocab: vocab.NTokens(),
 		log:    logger,
 		inbox:  make(chan *seq, cfg.MaxWaiting),
+		ws:     specdec.NewWorkspace(vocab.NTokens()),
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		kcfg: specdec.KConfig{
@@ -177,15 +184,6 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error)
 	}
 	if q.fixedK == 0 && s.cfg.SpecK > 0 {
 		q.fixedK = s.cfg.SpecK
-	}
-	smp := specdec.SamplingParams{
-		Temperature: r.Sampling.Temperature, TopK: r.Sampling.TopK,
-		TopP: r.Sampling.TopP, MinP: r.Sampling.MinP, Seed: r.Sampling.Seed,
-	}
-	q.sampler = specdec.NewSampler(smp, s.nVocab)
-	if q.proposer == propDraft && !q.sampler.Greedy() {
-		smp.Seed ^= 0x9e3779b97f4a7c15 // the draft's own stream, independent of the target's
-		q.dsampler = specdec.NewSampler(smp, s.nVocab)
 	}
 	select {
 	case s.inbox <- q:
@@ -299,7 +297,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 				s.abortAll(ctx.Err())
 				return
 			case q := <-s.inbox:
-				s.waiting = append(s.waiting, q)
+				s.accept(q)
 			case <-s.wake:
 			case <-retry:
 				s.reap()
@@ -314,11 +312,21 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
+// accept takes a submitted request into the loop's waiting queue. Samplers
+// are made here, on the loop goroutine, because they share its workspace.
+func (s *Scheduler) accept(q *seq) {
+	r := q.req.Sampling
+	q.sampler = specdec.NewSamplerIn(specdec.SamplingParams{
+		Temperature: r.Temperature, TopK: r.TopK, TopP: r.TopP, MinP: r.MinP, Seed: r.Seed,
+	}, s.ws)
+	s.waiting = append(s.waiting, q)
+}
+
 func (s *Scheduler) drainInbox() {
 	for {
 		select {
 		case q := <-s.inbox:
-			s.waiting = append(s.waiting, q)
+			s.accept(q)
 		default:
 			return
 		}

@@ -31,8 +31,14 @@ func newRig(t *testing.T, cfg Config, withDraft bool) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.checkKV = true
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)
+	t.Cleanup(func() {
+		if err := s.kvMismatch(); err != nil {
+			t.Errorf("KV view mismatch: %v", err)
+		}
+	})
 	r := &rig{s: s, target: target, draft: draft, cancel: cancel}
 	t.Cleanup(func() { cancel(); <-s.Done() })
 	return r

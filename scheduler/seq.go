@@ -48,8 +48,7 @@ type seq struct {
 	admitted            uint64 // admission order, for LIFO preemption
 	cachedTokens        int    // prompt tokens reused from the prefix cache (first admission)
 
-	sampler  *specdec.Sampler // verification and plain sampling
-	dsampler *specdec.Sampler // the draft's own sampling (temperature > 0)
+	sampler  *specdec.Sampler // sampling, verification and the draft's own stream
 	proposer proposerKind
 	fixedK   int // > 0: the request fixed k
 	kWant    int // this step's k from planK

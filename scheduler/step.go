@@ -35,6 +35,9 @@ func (s *Scheduler) step() {
 	s.propose(items)
 	dt := s.decodeTarget(items)
 	s.update(items)
+	if s.checkKV {
+		s.verifyKV()
+	}
 	s.publishStats(time.Since(t0), dt)
 }
 
@@ -148,13 +151,26 @@ func (s *Scheduler) schedule() []item {
 // admit moves the head of the waiting queue into the running set if a slot
 // and blocks for its first chunk are available.
 func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
+	// Probe first: a failed admission must not churn the prefix cache.
+	prompt := q.tokens
+	if q.state == stSwapped {
+		prompt = nil
+	}
+	pr := s.alloc.Probe(prompt)
+	have := pr.Cached
+	if q.state == stSwapped {
+		have = 0
+	}
+	first := min(len(q.tokens)-have, budget)
+	if q.state == stSwapped {
+		first = q.computed + min(len(q.tokens)-q.computed, budget)
+	}
+	if !pr.Slot || s.alloc.BlocksFor(have, first) > pr.FreeBlocks {
+		return item{}, false
+	}
 	var cached int
 	var ok bool
-	if q.state == stSwapped {
-		q.slot, cached, ok = s.alloc.Admit(nil)
-	} else {
-		q.slot, cached, ok = s.alloc.Admit(q.tokens)
-	}
+	q.slot, cached, ok = s.alloc.Admit(prompt)
 	if !ok {
 		return item{}, false
 	}
@@ -361,7 +377,7 @@ func (s *Scheduler) runDraft(items []item) {
 		}
 		if want {
 			kmax = max(kmax, it.k)
-			if q.dsampler != nil {
+			if !q.sampler.Greedy() {
 				if need := it.k * s.nVocab; cap(q.qbuf) < need {
 					q.qbuf = make([]float32, need)
 				}
@@ -389,12 +405,12 @@ func (s *Scheduler) runDraft(items []item) {
 			}
 			logits := s.draft.Logits(it.drow)
 			var d int32
-			if q.dsampler == nil {
+			if q.sampler.Greedy() {
 				d = specdec.Argmax(logits)
 			} else {
-				dist := q.dsampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
+				dist := q.sampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
 				q.q = append(q.q, dist)
-				d = q.dsampler.SampleDist(dist)
+				d = q.sampler.SampleDraft(dist)
 			}
 			q.drafts = append(q.drafts, d)
 			if j+1 < it.k {
@@ -504,7 +520,7 @@ func (s *Scheduler) updateOne(it *item) {
 		rows = append(rows, s.target.Logits(it.row+j))
 	}
 	var qd [][]float32
-	if q.proposer == propDraft && q.dsampler != nil && it.k > 0 {
+	if q.proposer == propDraft && !q.sampler.Greedy() && it.k > 0 {
 		qd = q.q[:it.k]
 	}
 	out, accepted := q.sampler.Verify(q.drafts[:it.k], qd, rows, s.tokBuf[:0])
@@ -658,4 +674,39 @@ func (s *Scheduler) removeUndelivered(q *seq) {
 			return
 		}
 	}
+}
+
+// verifyKV compares, for every running sequence, paging's length and the
+// scheduler's computed positions with what llama.cpp's KV holds. Tests turn
+// it on; a mismatch is recorded, not fatal.
+func (s *Scheduler) verifyKV() {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.kvCheckN++
+	for _, q := range s.running {
+		slot := int32(q.slot)
+		if l := s.alloc.Len(q.slot); l != q.computed {
+			s.kvErr = fmt.Errorf("seq %d: paging length %d, computed %d", slot, l, q.computed)
+		}
+		if p := s.target.PosMax(slot); int(p) != q.computed-1 {
+			s.kvErr = fmt.Errorf("seq %d: target pos_max %d, computed %d", slot, p, q.computed)
+		}
+		if s.draft != nil {
+			if p := s.draft.PosMax(slot); int(p) != q.dcomputed-1 {
+				s.kvErr = fmt.Errorf("seq %d: draft pos_max %d, dcomputed %d", slot, p, q.dcomputed)
+			}
+		}
+	}
+}
+
+func (s *Scheduler) kvMismatch() error {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.kvErr
+}
+
+func (s *Scheduler) kvChecks() int {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.kvCheckN
 }

@@ -57,7 +57,7 @@ func HeavyModel(t testing.TB) string {
 	t.Helper()
 	p := os.Getenv("SPECD_TEST_HEAVY")
 	if p == "" {
-		p = filepath.Join(RepoRoot(), ".cache", "models", "heavy-test-q8.gguf")
+		p = filepath.Join(RepoRoot(), ".cache", "models", "heavy-test-f32.gguf")
 	}
 	return need(t, p, "heavygen test target")
 }

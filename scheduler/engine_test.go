@@ -1,0 +1,224 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+
+	"specd/engine"
+	"specd/internal/testenv"
+)
+
+var (
+	modelsOnce sync.Once
+	lib        *engine.Library
+	stories    *engine.Model
+	heavy      *engine.Model
+	modelsErr  error
+)
+
+// realModels loads the backend, stories260K and the heavygen test target
+// once per test binary.
+func realModels(t *testing.T) (*engine.Library, *engine.Model, *engine.Model) {
+	t.Helper()
+	dir := testenv.LibDir(t)
+	sp := testenv.StoriesModel(t)
+	hp := testenv.HeavyModel(t)
+	modelsOnce.Do(func() {
+		lib, modelsErr = engine.Open(engine.Options{LibDir: dir})
+		if modelsErr != nil {
+			return
+		}
+		if stories, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: sp}); modelsErr != nil {
+			return
+		}
+		heavy, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: hp})
+	})
+	if modelsErr != nil {
+		t.Fatal(modelsErr)
+	}
+	return lib, stories, heavy
+}
+
+func newEngineRig(t *testing.T, cfg Config, target, draft *engine.Model) *Engine {
+	t.Helper()
+	e, stop := startEngine(t, cfg, target, draft)
+	t.Cleanup(stop)
+	return e
+}
+
+// startEngine starts a scheduler over real contexts; stop ends it and frees
+// its contexts and thread pool (an idle pool left behind would compete for
+// the cores).
+func startEngine(t *testing.T, cfg Config, target, draft *engine.Model) (*Engine, func()) {
+	t.Helper()
+	lib, _, _ := realModels(t)
+	e, err := NewEngine(cfg, lib, target, draft, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkKV = true
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	return e, func() { cancel(); <-e.Done(); e.Close() }
+}
+
+var storyPrompts = []string{
+	"Once upon a time", "The little dog", "Lily wanted to", "One day, a big", "Tom and his mom",
+	"The sun was", "There was a girl named Sue. She", "In the park, the kids", "Ben had a red ball.",
+	"The cat sat on", "Mom said, \"", "A bird flew", "The old man", "Sara liked to play", "Max was sad because",
+	"It was a sunny day.", "The tree", "They went to the", "He saw a", "The fish",
+}
+
+// realRequests are greedy requests of mixed prompt and output lengths.
+func realRequests(t *testing.T, v *engine.Vocab, n int) []Request {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(42, 1))
+	var out []Request
+	for i := 0; i < n; i++ {
+		text := storyPrompts[i%len(storyPrompts)]
+		if i >= len(storyPrompts) {
+			text = storyPrompts[(i*7)%len(storyPrompts)] + " " + text
+		}
+		toks, err := v.Tokenize(text, true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Request{Prompt: toks, MaxTokens: 8 + rng.IntN(56), IgnoreEOS: i%2 == 0})
+	}
+	return out
+}
+
+// The reference: each request alone on a scheduler without speculation.
+func realAlone(t *testing.T, target *engine.Model, reqs []Request) [][]int32 {
+	t.Helper()
+	e, stop := startEngine(t, Config{CtxSize: 1024, MaxRunning: 1, MaxBatchTokens: 512, Proposer: "none", DisablePrefixCache: true}, target, nil)
+	defer stop()
+	out := make([][]int32, len(reqs))
+	for i, r := range reqs {
+		out[i] = runAll(t, e.Scheduler, []Request{r})[0]
+	}
+	return out
+}
+
+func TestRealBatchedEqualsAlone(t *testing.T) {
+	_, st, hv := realModels(t)
+	reqs := realRequests(t, st.Vocab(), 32)
+	want := realAlone(t, st, reqs)
+	for _, prop := range []string{"none", "ngram"} {
+		t.Run("stories/"+prop, func(t *testing.T) {
+			e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 3}, st, nil)
+			got := runAll(t, e.Scheduler, reqs)
+			for i := range reqs {
+				if !slices.Equal(got[i], want[i]) {
+					t.Fatalf("request %d: batched %v\nalone %v", i, got[i], want[i])
+				}
+			}
+			checkKVMatches(t, e)
+		})
+	}
+	// Heavy target + stories260K draft: speculation must not change a token.
+	hreqs := realRequests(t, hv.Vocab(), 32)
+	hwant := realAlone(t, hv, hreqs)
+	for _, k := range []int{0, 1, 4} {
+		for _, prop := range []string{"draft", "ngram"} {
+			t.Run(fmt.Sprintf("heavy/%s/k%d", prop, k), func(t *testing.T) {
+				e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: k}, hv, st)
+				got := runAll(t, e.Scheduler, hreqs)
+				for i := range hreqs {
+					if !slices.Equal(got[i], hwant[i]) {
+						t.Fatalf("request %d: speculative %v\nplain %v", i, got[i], hwant[i])
+					}
+				}
+				s := waitIdle(t, e.Scheduler)
+				if k > 0 && s.DraftProposed == 0 {
+					t.Fatalf("k=%d: nothing proposed", k)
+				}
+				t.Logf("proposed %d accepted %d (%.2f)", s.DraftProposed, s.DraftAccepted, float64(s.DraftAccepted)/max(1, float64(s.DraftProposed)))
+				checkKVMatches(t, e)
+			})
+		}
+	}
+}
+
+// checkKVMatches: after every step the scheduler compared each running
+// sequence's view (paging's length, computed positions) with llama.cpp's
+// pos_max in both contexts; no mismatch may have been recorded.
+func checkKVMatches(t *testing.T, e *Engine) {
+	t.Helper()
+	waitIdle(t, e.Scheduler)
+	if err := e.kvMismatch(); err != nil {
+		t.Fatal(err)
+	}
+	if e.kvChecks() == 0 {
+		t.Fatal("no KV check ran")
+	}
+}
+
+func TestRealSmallPoolPreempts(t *testing.T) {
+	_, st, _ := realModels(t)
+	reqs := realRequests(t, st.Vocab(), 12)
+	for i := range reqs {
+		reqs[i].IgnoreEOS = true
+		reqs[i].MaxTokens = 48
+	}
+	want := realAlone(t, st, reqs)
+	for _, mode := range []string{"recompute", "swap"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEngineRig(t, Config{CtxSize: 256, MaxRunning: 12, MaxBatchTokens: 256, Proposer: "none", Preemption: mode, KMax: 4}, st, nil)
+			got := runAll(t, e.Scheduler, reqs)
+			for i := range reqs {
+				if !slices.Equal(got[i], want[i]) {
+					t.Fatalf("request %d: %v\nwant %v", i, got[i], want[i])
+				}
+			}
+			s := waitIdle(t, e.Scheduler)
+			if s.PreemptionsRecomp+s.PreemptionsSwap == 0 {
+				t.Fatal("no preemption with a pool of 256 tokens")
+			}
+		})
+	}
+}
+
+func TestRealCancellationsLeaveNoKV(t *testing.T) {
+	_, st, hv := realModels(t)
+	e := newEngineRig(t, Config{CtxSize: 4096, MaxRunning: 16, MaxBatchTokens: 512, Proposer: "draft", SpecK: 3, DisablePrefixCache: true}, hv, st)
+	reqs := realRequests(t, hv.Vocab(), 32)
+	rng := rand.New(rand.NewPCG(9, 9))
+	var wg sync.WaitGroup
+	for _, r := range reqs {
+		r.IgnoreEOS, r.MaxTokens = true, 64
+		ctx, cancel := context.WithCancel(context.Background())
+		ch, err := e.Submit(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := rng.IntN(8)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			n := 0
+			for range ch {
+				if n++; n == after {
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitIdle(t, e.Scheduler)
+	e.Scheduler.Close()
+	<-e.Done()
+	for slot := int32(0); slot < int32(NumSlots(e.Config())); slot++ {
+		if p := e.TargetContext().SeqPosMax(slot); p != -1 {
+			t.Fatalf("target KV still holds seq %d up to pos %d", slot, p)
+		}
+		if p := e.DraftContext().SeqPosMax(slot); p != -1 {
+			t.Fatalf("draft KV still holds seq %d up to pos %d", slot, p)
+		}
+	}
+}
