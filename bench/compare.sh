@@ -9,6 +9,7 @@
 # usage: bench/compare.sh [--scenario LIST|all] [--runs N] [--quick]
 #                         [--sides specd,llama] [--threads T] [--out DIR]
 #                         [--doc | --no-doc]
+#        bench/compare.sh --report DIR [same flags]   (redo the tables from DIR's raw results)
 #
 # Scenarios (LIST like 1,3):
 #   1  stories260K, no speculation, concurrency 1/4/16/32
@@ -17,7 +18,8 @@
 #   4  heavy target, long shared-prefix prompts, prefix caching on both sides
 #   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8
 #
-# --quick: one run, concurrency 1 and 4 only, short outputs, k 0..4; writes
+# --quick: one run, concurrency 1 and 4 only (scenario 1 keeps all: it is cheap),
+#          short outputs, k 0..4; writes
 #          no doc unless --doc (its figures are for checking the pipeline).
 # --sides llama (or specd): run one server only (no ratios).
 #
@@ -39,6 +41,7 @@ SIDES="specd,llama"
 THREADS="${THREADS:-$(nproc)}"
 DOC=auto
 OUT=""
+REPORT_ONLY=0
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
     --sides) SIDES="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --report) OUT="$2"; REPORT_ONLY=1; shift 2 ;;
     --doc) DOC=1; shift ;;
     --no-doc) DOC=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -80,6 +84,7 @@ mkdir -p "$OUT/logs"
 for t in jq curl awk; do command -v "$t" >/dev/null || die "needs $t"; done
 
 # ---------------------------------------------------------------- build, once
+if [ "$REPORT_ONLY" = 0 ]; then
 needs_heavy=0
 for s in 2 3 4 5; do has "$SCENARIOS" "$s" && needs_heavy=1; done
 if has "$SIDES" llama && [ ! -x "$LLAMA_BIN/llama-server" ]; then
@@ -98,6 +103,7 @@ fi
 [ -x "$SPECD" ] || die "no specd binary at $SPECD"
 if has "$SIDES" specd && [ ! -d "$SPECD_LIB_DIR" ]; then make -C "$root" backend >&2; fi
 [ -f "$STORIES" ] || die "no model at $STORIES"
+fi
 
 # ------------------------------------------------------------------- servers
 declare -A PID=()
@@ -163,7 +169,7 @@ llama_cmd() {
 bench() {
   local side="$1" out="$2"; shift 2
   local port; port="$(port_of "$side")"
-  local cmd=("$SPECD" bench --url "http://127.0.0.1:$port" --json --no-progress --seed 1 --tokens-per-word "$TPW" "$@")
+  local cmd=("$SPECD" bench --url "http://127.0.0.1:$port" --json --no-progress --tokens-per-word "$TPW" "$@")
   printf '%q ' "${cmd[@]}" >"$out.cmd"
   if ! "${cmd[@]}" >"$out" 2>"$out.err"; then
     echo "   $side: $(tail -1 "$out.err")" >&2
@@ -205,7 +211,10 @@ pair() {
     for c in $concs; do
       for s in "${order[@]}"; do
         log "scenario $scen run $r/$RUNS c=$c $s"
-        bench "$s" "$dir/c$c.$s.r$r.json" --concurrency "$c" --requests "$(reqs "$c")" "$@"
+        # Same seed for both sides (same prompts), a new one per run and
+        # point: specd's prefix cache is always on and must not see a
+        # prompt again.
+        bench "$s" "$dir/c$c.$s.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c")" "$@"
       done
     done
   done
@@ -216,7 +225,7 @@ scenario1() {
   local np=32 ctx=$((32 * 384))
   specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
   llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
-  pair 1 "$(quick_concs "1 4 16 32")" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+  pair 1 "1 4 16 32" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario2() {
   local np=16 ctx=$((16 * 384))
@@ -229,7 +238,9 @@ scenario3() {
   specd_cmd "$HEAVY" "" $np $ctx --proposer ngram --spec-k 4; CMD_specd=("${CMD[@]}")
   llama_cmd "$HEAVY" "" $np $ctx --no-cache-prompt --spec-type ngram-simple \
     --spec-ngram-simple-size-n 3 --spec-ngram-simple-size-m 4; CMD_llama=("${CMD[@]}")
-  pair 3 "1 4" --dataset "$root/bench/copy.jsonl" --output-tokens "$OUTTOK" --warmup 2
+  # --salt: a few random words before each prompt, new per run, so the 16
+  # prompts are not served from specd's prefix cache when they come again.
+  pair 3 "1 4" --dataset "$root/bench/copy.jsonl" --salt 4 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario4() {
   local np=4 ctx=$((4 * 512))
@@ -250,7 +261,7 @@ scenario5() {
   for t in 0 0.8; do
     for r in $(seq 1 "$RUNS"); do
       log "scenario 5 temperature $t run $r/$RUNS"
-      bench specd "$dir/t$t.r$r.json" --concurrency 1 --requests "$(reqs 2)" --sweep-k "$ks" \
+      bench specd "$dir/t$t.r$r.json" --seed "$r" --concurrency 1 --requests "$(reqs 2)" --sweep-k "$ks" \
         --temperature "$t" --draft-cost "$DRAFT_COST" --input-tokens 64 --output-tokens "$OUTTOK" \
         --plot "$dir/ksweep-t$t.r$r.svg" --warmup 1
     done
@@ -258,7 +269,11 @@ scenario5() {
   stop specd
 }
 
-for s in ${SCENARIOS//,/ }; do "scenario$s"; done
+if [ "$REPORT_ONLY" = 0 ]; then
+  for s in ${SCENARIOS//,/ }; do "scenario$s"; done
+else
+  DRAFT_COST="$(jq -r '.sweep.draft_cost' "$(ls "$OUT"/s5/*.json 2>/dev/null | head -1)" 2>/dev/null || echo '?')"
+fi
 
 # ------------------------------------------------------------------- report
 # stats: numbers on stdin → "median min max" (median of an even count is the
@@ -279,18 +294,18 @@ fmt() { awk -v m="$1" -v lo="$2" -v hi="$3" -v d="$4" 'BEGIN {
   if (m == "NA") { print "–"; exit }
   f = "%." d "f"; printf(f " (" f "–" f ")\n", m, lo, hi) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "–"; else printf "%.2f\n", a/b }'; }
-sanitize() { sed -e "s#$root/##g" -e "s#$(dirname "$root")/shared#../shared#g" -e "s#$cache#.cache#g"; }
+sanitize() { sed -e "s#$LLAMA_BIN/##g" -e "s#$root/##g" -e "s#$(dirname "$root")/shared#../shared#g" -e "s#$cache#.cache#g"; }
 
 metrics=(
-  "output tok/s|.points[0].summary.output_throughput|1"
-  "requests/s|.points[0].summary.request_throughput|2"
-  "TTFT p50 ms|.points[0].summary.ttft_ms.p50|1"
-  "TPOT p50 ms|.points[0].summary.tpot_ms.p50|2"
-  "ITL p50 ms|.points[0].summary.itl_ms.p50|2"
-  "E2E p99 ms|.points[0].summary.e2el_ms.p99|0"
-  "acceptance|.points[0].summary | if .draft_reported then .acceptance_rate else empty end|3"
-  "tokens/pass|.points[0].summary | if .draft_reported then .mean_accepted_length else empty end|2"
-  "cached prompt tok|.points[0].summary.cached_tokens|0"
+  "output tok/s;.points[0].summary.output_throughput;1"
+  "requests/s;.points[0].summary.request_throughput;2"
+  "TTFT p50 ms;.points[0].summary.ttft_ms.p50;1"
+  "TPOT p50 ms;.points[0].summary.tpot_ms.p50;2"
+  "ITL p50 ms;.points[0].summary.itl_ms.p50;2"
+  "E2E p99 ms;.points[0].summary.e2el_ms.p99;0"
+  "acceptance;.points[0].summary | if .draft_reported then .acceptance_rate else empty end;3"
+  "tokens/pass;.points[0].summary | if .draft_reported then .mean_accepted_length else empty end;2"
+  "cached prompt tok;.points[0].summary.cached_tokens;0"
 )
 scenario_title=(
   ""
@@ -334,7 +349,7 @@ section="$OUT/section.md"
         has "$SIDES" "$side" && [ "$runs" -lt "$RUNS" ] && fails="$fails $side: $((RUNS - runs)) run(s) missing;"
       done
       for m in "${metrics[@]}"; do
-        IFS='|' read -r name path digits <<<"$m"
+        IFS=';' read -r name path digits <<<"$m"
         read -r sm slo shi < <(collect "$OUT/s$s/c$c.specd.r*.json" "$path" | stats)
         read -r lm llo lhi < <(collect "$OUT/s$s/c$c.llama.r*.json" "$path" | stats)
         [ "$sm" = NA ] && [ "$lm" = NA ] && continue

@@ -47,7 +47,7 @@ type benchFlags struct {
 	proposer                 string
 	draftCost, tokensPerWord float64
 	seed                     int64
-	warmup                   int
+	warmup, salt             int
 	jsonOut, noProgress      bool
 	ignoreEOS                bool
 	plot, title              string
@@ -77,6 +77,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.tokensPerWord, "tokens-per-word", 0, "skip calibration and assume this many tokens per word")
 	fs.Int64Var(&f.seed, "seed", 1, "seed for prompts and Poisson arrivals")
 	fs.IntVar(&f.warmup, "warmup", 0, "requests sent one by one before each point, not measured")
+	fs.IntVar(&f.salt, "salt", 0, "put N random words before every prompt (a new draw per point), so repeated prompts share no cacheable prefix")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "per-request timeout")
 	fs.BoolVar(&f.jsonOut, "json", false, "write the report as JSON on stdout instead of tables")
 	fs.StringVar(&f.plot, "plot", "", "draw FILE (.svg, .png, .pdf): throughput and latency vs concurrency, or a k sweep vs Leviathan")
@@ -170,18 +171,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			Speculative: base.Speculative, Warmup: f.warmup,
 		},
 	}
-	var prompts []loadgen.Prompt
+	// makePrompts gives point i its prompts: synthetic ones are drawn anew
+	// per point (seed + i) and --salt draws new salt per point, so a server
+	// with an always-on prefix cache never sees a prompt twice across points.
+	var makePrompts func(i int) []loadgen.Prompt
 	if f.dataset != "" {
 		fh, err := os.Open(f.dataset)
 		if err != nil {
 			return err
 		}
-		prompts, err = loadgen.LoadDataset(fh)
+		ds, err := loadgen.LoadDataset(fh)
 		fh.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", f.dataset, err)
 		}
 		report.Workload.Dataset = f.dataset
+		makePrompts = func(int) []loadgen.Prompt { return ds }
 	} else {
 		tpw, how := f.tokensPerWord, "flag"
 		if tpw <= 0 {
@@ -191,18 +196,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stderr, "specd bench: calibration: %v; assuming %.2f tokens/word\n", cerr, tpw)
 			}
 		}
-		n := base.Requests
-		if n == 0 || base.Duration > 0 {
+		n := base.Requests + base.Warmup
+		if base.Requests == 0 || base.Duration > 0 {
 			n = max(n, 1024)
 		}
-		prompts = loadgen.Synthetic(loadgen.Workload{
-			Count: n, InputTokens: f.inputTokens, OutputTokens: f.outputToks,
-			SharedPrefix: f.sharedPrefix, TokensPerWord: tpw, Seed: f.seed,
-		})
 		report.Workload.InputTokens, report.Workload.SharedPrefix = f.inputTokens, f.sharedPrefix
 		report.Workload.TokensPerWord, report.Workload.Calibration = tpw, how
+		makePrompts = func(i int) []loadgen.Prompt {
+			return loadgen.Synthetic(loadgen.Workload{
+				Count: n, InputTokens: f.inputTokens, OutputTokens: f.outputToks,
+				SharedPrefix: f.sharedPrefix, TokensPerWord: tpw, Seed: f.seed + int64(i),
+			})
+		}
 	}
-	report.Workload.Prompts = len(prompts)
+	prompts0 := makePrompts(0)
+	report.Workload.Prompts, report.Workload.Salt = len(prompts0), f.salt
 
 	type job struct {
 		conc int
@@ -220,7 +228,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	tty := !f.noProgress && isTerminal(stderr)
 	var runErr error
-	for _, j := range jobs {
+	for i, j := range jobs {
+		prompts := prompts0
+		if i > 0 {
+			prompts = makePrompts(i)
+		}
+		prompts = loadgen.Salt(prompts, f.salt, f.seed+int64(i))
 		cfg := base
 		cfg.Concurrency = j.conc
 		if j.k != nil {

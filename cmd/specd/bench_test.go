@@ -43,10 +43,15 @@ func TestBenchCommandJSON(t *testing.T) {
 	if s := r.Points[0].Summary; !s.DraftReported || s.AcceptanceRate != 0.5 || s.OutputThroughput <= 0 {
 		t.Errorf("summary %+v", s)
 	}
-	// 40 tokens at 2 tokens/word: 20-word prompts.
-	p, _ := srv.Bodies()[0]["prompt"].(string)
+	// 40 tokens at 2 tokens/word: 20-word prompts; the second point draws
+	// new prompts, so an always-on prefix cache cannot serve it.
+	bodies := srv.Bodies()
+	p, _ := bodies[0]["prompt"].(string)
 	if n := len(strings.Fields(p)); n != 20 {
 		t.Errorf("prompt has %d words, want 20", n)
+	}
+	if len(bodies) != 8 || bodies[0]["prompt"] == bodies[4]["prompt"] { // 2 points × 4 (calibrated by /tokenize)
+		t.Errorf("%d requests; point 2 reuses point 1's prompts", len(bodies))
 	}
 }
 

@@ -150,11 +150,16 @@ func TestBenchAcceptanceFromBothUsageStyles(t *testing.T) {
 		{fakeoai.UsageOpenAI, true, 0.6, 4},
 		{fakeoai.UsageLlama, true, 0.6, 4},
 		{fakeoai.UsagePlain, false, 0, 0},
+		{"zeros", false, 0, 0}, // specd reports 0/0 when it did not speculate
 	} {
 		t.Run("style="+tc.style, func(t *testing.T) {
 			// 16 tokens per response, 12 of them accepted drafts out of 20:
 			// α = 0.6, and 16 tokens in 16−12 = 4 target passes.
-			srv := fakeoai.New(fakeoai.Options{Tokens: 16, Usage: tc.style, Accepted: 12, Rejected: 8})
+			opt := fakeoai.Options{Tokens: 16, Usage: tc.style, Accepted: 12, Rejected: 8}
+			if tc.style == "zeros" {
+				opt = fakeoai.Options{Tokens: 16, Usage: fakeoai.UsageOpenAI}
+			}
+			srv := fakeoai.New(opt)
 			defer srv.Close()
 			res, err := Run(context.Background(), Config{URL: srv.URL, Concurrency: 2, Requests: 4, OutputTokens: 16}, prompts(4))
 			if err != nil {
@@ -546,5 +551,21 @@ func TestBenchValidate(t *testing.T) {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v", tc.cfg, err)
 		}
+	}
+}
+
+func TestBenchSalt(t *testing.T) {
+	ps := []Prompt{{Text: "copy this", MaxTokens: 3}, {Text: "copy this", MaxTokens: 3}}
+	a, b := Salt(ps, 4, 1), Salt(ps, 4, 2)
+	for i := range ps {
+		if !strings.HasSuffix(a[i].Text, ". copy this") || len(strings.Fields(a[i].Text)) != 6 || a[i].MaxTokens != 3 {
+			t.Fatalf("salted prompt %q", a[i].Text)
+		}
+	}
+	if a[0].Text == a[1].Text || a[0].Text == b[0].Text {
+		t.Error("salt repeats across prompts or seeds")
+	}
+	if got := Salt(ps, 0, 1); got[0].Text != "copy this" {
+		t.Error("Salt(0) changed the prompt")
 	}
 }

@@ -193,3 +193,22 @@ func ModelID(ctx context.Context, client *http.Client, url string) string {
 	}
 	return m.Data[0].ID
 }
+
+// Salt returns prompts with n random words put before each (a different
+// draw per prompt, from seed), so that repeated dataset prompts share no
+// prefix with each other or with an earlier run: a server whose prefix
+// cache cannot be turned off then gains nothing from repetition.
+func Salt(ps []Prompt, n int, seed int64) []Prompt {
+	if n <= 0 {
+		return ps
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 3))
+	out := make([]Prompt, len(ps))
+	for i, p := range ps {
+		b := wordText(rng, n, nil)
+		b = append(b, ". "...)
+		b = append(b, p.Text...)
+		out[i] = Prompt{Text: string(b), MaxTokens: p.MaxTokens}
+	}
+	return out
+}

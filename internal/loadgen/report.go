@@ -36,6 +36,7 @@ type WorkInfo struct {
 	Rate          float64      `json:"rate,omitempty"`
 	Speculative   *Speculative `json:"speculative,omitempty"`
 	Warmup        int          `json:"warmup,omitempty"`
+	Salt          int          `json:"salt,omitempty"` // random words put before each prompt
 }
 
 // Label names a point in tables: "c=4", "c=4 k=2", "rate=8/s c≤16".
