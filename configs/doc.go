@@ -1,2 +1,0 @@
-// Package configs is part of specd; see docs/architecture.md.
-package configs
