@@ -12,6 +12,8 @@ import (
 	"specd/internal/testenv"
 )
 
+var testThreads = 1
+
 var (
 	modelsOnce sync.Once
 	lib        *engine.Library
@@ -55,6 +57,11 @@ func newEngineRig(t *testing.T, cfg Config, target, draft *engine.Model) *Engine
 // the cores).
 func startEngine(t *testing.T, cfg Config, target, draft *engine.Model) (*Engine, func()) {
 	t.Helper()
+	if cfg.Threads == 0 {
+		// Test binaries of several packages run at once on 2 cores: one
+		// compute thread each keeps spinning threads from fighting.
+		cfg.Threads = testThreads
+	}
 	lib, _, _ := realModels(t)
 	e, err := NewEngine(cfg, lib, target, draft, nil)
 	if err != nil {

@@ -1,0 +1,271 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"specd/engine"
+	"specd/internal/testenv"
+	"specd/specdec"
+)
+
+// Benchmarks against the real backend. They load stories260K and the heavy
+// test target through the same once as realModels (engine_test.go), which
+// takes a *testing.T; benchModels is its testing.TB twin for benchmarks.
+//
+//	GGML_NO_BACKTRACE=1 go test -run '^$' -bench 'KVLayout|RealThroughput|ThreadBudget|PrefixPrefill' -benchtime 20x ./scheduler/
+//
+// docs/BENCHMARKS.md and docs/decisions/ hold the figures.
+
+func benchModels(tb testing.TB) (*engine.Library, *engine.Model, *engine.Model) {
+	tb.Helper()
+	dir := testenv.LibDir(tb)
+	sp := testenv.StoriesModel(tb)
+	hp := testenv.HeavyModel(tb)
+	modelsOnce.Do(func() {
+		lib, modelsErr = engine.Open(engine.Options{LibDir: dir})
+		if modelsErr != nil {
+			return
+		}
+		if stories, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: sp}); modelsErr != nil {
+			return
+		}
+		heavy, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: hp})
+	})
+	if modelsErr != nil {
+		tb.Fatal(modelsErr)
+	}
+	return lib, stories, heavy
+}
+
+// benchEngine starts a scheduler over real contexts without the per-step KV
+// check (it would count as Go-side step time); the cleanup stops it and
+// frees its contexts and thread pool.
+func benchEngine(tb testing.TB, cfg Config, target, draft *engine.Model) *Engine {
+	tb.Helper()
+	l, _, _ := benchModels(tb)
+	e, err := NewEngine(cfg, l, target, draft, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	tb.Cleanup(func() { cancel(); <-e.Done(); e.Close() })
+	return e
+}
+
+// runRequests submits reqs at once and returns each one's tokens and final
+// event.
+func runRequests(tb testing.TB, s *Scheduler, reqs []Request) ([][]int32, []Event) {
+	tb.Helper()
+	toks := make([][]int32, len(reqs))
+	last := make([]Event, len(reqs))
+	var wg sync.WaitGroup
+	for i, r := range reqs {
+		ch, err := s.Submit(context.Background(), r)
+		if err != nil {
+			tb.Fatalf("submit %d: %v", i, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks[i], _, last[i] = collect(ch)
+		}()
+	}
+	wg.Wait()
+	for i, ev := range last {
+		if ev.Err != nil {
+			tb.Fatalf("request %d: %v", i, ev.Err)
+		}
+	}
+	return toks, last
+}
+
+// BenchmarkKVLayout measures raw llama_decode throughput (no scheduler) of n
+// sequences that each decode one token per call, with a context of about
+// ctx tokens per sequence (it grows by up to 32 and is trimmed back), in one
+// unified KV pool (kv_unified = true, what paging relies on) or in one
+// stream per sequence (kv_unified = false). 2 threads. Both layouts get the
+// same cells: n × 512.
+func BenchmarkKVLayout(b *testing.B) {
+	l, st, hv := benchModels(b)
+	for _, md := range []struct {
+		name string
+		m    *engine.Model
+	}{{"stories", st}, {"heavy", hv}} {
+		for _, fa := range []string{"off", "on"} {
+			for _, ctxLen := range []int{128, 400} {
+				for _, n := range []int{1, 4, 8, 16, 32} {
+					for _, layout := range []string{"unified", "streams"} {
+						name := fmt.Sprintf("%s/fa=%s/ctx=%d/n=%d/%s", md.name, fa, ctxLen, n, layout)
+						b.Run(name, func(b *testing.B) {
+							benchKVLayout(b, l, md.m, fa == "on", layout == "unified", n, ctxLen)
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
+func benchKVLayout(b *testing.B, l *engine.Library, m *engine.Model, fa, unified bool, n, ctxLen int) {
+	const window = 32 // positions decoded before the tail is trimmed back to ctxLen
+	p := engine.DefaultContextParams()
+	p.NCtx = n * 512
+	p.NBatch, p.NUBatch = 512, 512
+	p.NSeqMax = n
+	p.Threads = 2
+	p.UnifiedKV = unified
+	p.FlashAttn = engine.FlashAttnOff
+	if fa {
+		p.FlashAttn = engine.FlashAttnOn
+	}
+	c, err := m.NewContext(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	batch, err := l.NewBatch(512)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer batch.Close()
+	nv := m.Vocab().NTokens()
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(ctxLen)))
+	next := make([]int32, n)
+	rows := make([]int, n)
+	// Each sequence is prefilled on its own: its cells are its own (no
+	// sharing through SeqCopy, which would shrink the unified pool's scan).
+	for s := range n {
+		batch.Reset()
+		for i := range ctxLen {
+			tok := m.Vocab().BOS()
+			if i > 0 {
+				tok = int32(3 + rng.IntN(nv-3))
+			}
+			batch.Add(tok, int32(i), int32(s), i == ctxLen-1)
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		next[s] = specdec.Argmax(c.Logits(ctxLen - 1))
+	}
+	pos := int32(ctxLen)
+	step := func() {
+		batch.Reset()
+		for s := range n {
+			rows[s] = batch.Add(next[s], pos, int32(s), true)
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		for s := range n {
+			next[s] = specdec.Argmax(c.Logits(rows[s]))
+		}
+		if pos++; pos == int32(ctxLen+window) {
+			for s := range n {
+				c.SeqRemove(int32(s), int32(ctxLen), -1)
+			}
+			pos = int32(ctxLen)
+		}
+	}
+	for range 8 { // warm up: graphs, pool threads
+		step()
+	}
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "tok/s")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/decode")
+}
+
+// throughputRequests are n short distinct greedy prompts with gen-token
+// outputs that ignore EOS.
+func throughputRequests(tb testing.TB, v *engine.Vocab, n, gen int, sp Speculative) []Request {
+	tb.Helper()
+	reqs := make([]Request, n)
+	for i := range reqs {
+		text := fmt.Sprintf("%s %d", storyPrompts[i%len(storyPrompts)], i)
+		toks, err := v.Tokenize(text, true, false)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		reqs[i] = Request{Prompt: toks, MaxTokens: gen, IgnoreEOS: true, Speculative: sp}
+	}
+	return reqs
+}
+
+// benchThroughput runs b.N rounds of `streams` concurrent requests of gen
+// tokens each and reports generated tokens per second, the Go-side share of
+// step time and, with speculation, the acceptance rate and the last k.
+func benchThroughput(b *testing.B, cfg Config, target, draft *engine.Model, streams, gen int, sp Speculative) {
+	e := benchEngine(b, cfg, target, draft)
+	reqs := throughputRequests(b, target.Vocab(), streams, gen, sp)
+	runRequests(b, e.Scheduler, reqs) // warm up
+	s0 := e.Stats()
+	b.ResetTimer()
+	ntok := 0
+	for range b.N {
+		toks, _ := runRequests(b, e.Scheduler, reqs)
+		for _, t := range toks {
+			ntok += len(t)
+		}
+	}
+	b.StopTimer()
+	s1 := e.Stats()
+	step, dec := s1.StepTime-s0.StepTime, s1.DecodeTime-s0.DecodeTime
+	b.ReportMetric(float64(ntok)/b.Elapsed().Seconds(), "tok/s")
+	b.ReportMetric(100*float64(step-dec)/float64(step), "go%")
+	b.ReportMetric(float64(step)/float64(s1.Steps-s0.Steps)/1e3, "µs/step")
+	if p := s1.DraftProposed - s0.DraftProposed; p > 0 {
+		b.ReportMetric(float64(s1.DraftAccepted-s0.DraftAccepted)/float64(p), "accept")
+		b.ReportMetric(float64(s1.LastK), "lastK")
+	}
+}
+
+// BenchmarkRealThroughput: the scheduler end to end on the real backend,
+// greedy, 128-token outputs. stories260K alone without speculation; the
+// heavy test target with the stories260K draft and adaptive k.
+func BenchmarkRealThroughput(b *testing.B) {
+	_, st, hv := benchModels(b)
+	const gen = 128
+	for _, n := range []int{1, 4, 16, 32} {
+		b.Run(fmt.Sprintf("stories/none/streams=%d", n), func(b *testing.B) {
+			cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none"}
+			benchThroughput(b, cfg, st, nil, n, gen, Speculative{})
+		})
+	}
+	for _, n := range []int{1, 4} {
+		for _, prop := range []string{"none", "draft"} {
+			b.Run(fmt.Sprintf("heavy/%s/streams=%d", prop, n), func(b *testing.B) {
+				cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: prop}
+				benchThroughput(b, cfg, hv, st, n, gen, Speculative{})
+			})
+		}
+	}
+}
+
+// BenchmarkThreadBudget: the same scheduler runs with a thread pool of 1 or
+// 2 threads (target and draft share it) on this 2-core machine.
+func BenchmarkThreadBudget(b *testing.B) {
+	_, st, hv := benchModels(b)
+	const gen = 128
+	for _, th := range []int{1, 2} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("stories/none/streams=%d/threads=%d", n, th), func(b *testing.B) {
+				cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th}
+				benchThroughput(b, cfg, st, nil, n, gen, Speculative{})
+			})
+		}
+		b.Run(fmt.Sprintf("heavy/draft/streams=4/threads=%d", th), func(b *testing.B) {
+			cfg := Config{CtxSize: 8192, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "draft", Threads: th}
+			benchThroughput(b, cfg, hv, st, 4, gen, Speculative{})
+		})
+	}
+}
+
