@@ -37,8 +37,9 @@ type Server struct {
 	baseCtx   context.Context
 	cancelAll context.CancelFunc
 
-	mu sync.Mutex
-	ln net.Listener
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{} // open connections, closed at the end of Shutdown
 
 	started int64 // unix seconds, the model's "created"
 }
@@ -56,7 +57,7 @@ func New(cfg Config, b Backend, logger *slog.Logger) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, b: b, log: logger, started: time.Now().Unix()}
+	s := &Server{cfg: cfg, b: b, log: logger, started: time.Now().Unix(), conns: map[net.Conn]struct{}{}}
 	for _, k := range cfg.APIKeys {
 		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
 	}
@@ -71,6 +72,7 @@ func New(cfg Config, b Backend, logger *slog.Logger) (*Server, error) {
 		IdleTimeout:        idleTimeout,
 		CloseOnShutdown:    true,
 		Logger:             fasthttpLogger{logger},
+		ConnState:          s.connState,
 	}
 	return s, nil
 }
@@ -134,6 +136,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	grace, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
 	defer cancel()
 	err := s.srv.ShutdownWithContext(grace)
+	defer s.closeConns()
 	if err == nil && s.inFlight.Load() == 0 {
 		return nil
 	}
@@ -152,6 +155,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sleep(ctx, 5*time.Millisecond)
 	}
 	return nil
+}
+
+// connState tracks open connections. fasthttp's Shutdown stops waiting at
+// its deadline and then lets surviving keep-alive connections serve again;
+// Shutdown closes them so that nothing is served after it returns.
+func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st {
+	case fasthttp.StateNew:
+		s.conns[c] = struct{}{}
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(s.conns, c)
+	}
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+		delete(s.conns, c)
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {
