@@ -6,6 +6,7 @@ SHARED ?= $(CURDIR)/../shared
 MODEL ?= $(SHARED)/models/stories260K.gguf
 HEAVYGEN := $(CACHE)/bin/heavygen
 TEST_HEAVY := $(CACHE)/models/heavy-test-f32.gguf
+TEST_HEAVY_LO := $(CACHE)/models/heavy-test-lo-f32.gguf
 BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
 export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
 export GGML_NO_BACKTRACE := 1
@@ -32,20 +33,26 @@ $(TEST_HEAVY): | $(HEAVYGEN)
 	@mkdir -p $(CACHE)/models
 	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.045 --seed 1 --type f32 >/dev/null && mv $@.tmp $@
 
+# The same shape with a larger perturbation: low agreement with stories260K
+# (for the adaptive-k tests).
+$(TEST_HEAVY_LO): | $(HEAVYGEN)
+	@mkdir -p $(CACHE)/models
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.3 --seed 1 --type f32 >/dev/null && mv $@.tmp $@
+
 # The benchmark pair's target (see docs/BENCHMARKS.md).
 $(BENCH_HEAVY): | $(HEAVYGEN)
 	@mkdir -p $(CACHE)/models
 	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 16384 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
 
 ## models: the generated test models under .cache/models
-models: $(TEST_HEAVY)
+models: $(TEST_HEAVY) $(TEST_HEAVY_LO)
 
 bench-models: $(BENCH_HEAVY)
 
 ## test: the whole suite on the real backend and the real model
 test: backend models
 	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) $(GO) vet ./...
-	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) $(GO) test -race -timeout 40m ./...
+	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) SPECD_TEST_HEAVY_LO=$(TEST_HEAVY_LO) $(GO) test -race -timeout 40m ./...
 
 ## run: build and start the daemon on the default models
 run: backend build

@@ -122,7 +122,8 @@ func (e *Engine) TargetContext() *engine.Context { return e.tctx }
 func (e *Engine) DraftContext() *engine.Context  { return e.dctx }
 
 // Close frees contexts, batches and the thread pool. Call it after Run has
-// returned.
+// returned. (It shadows Scheduler.Close, which stops accepting requests:
+// call e.Scheduler.Close() for that.)
 func (e *Engine) Close() {
 	for _, b := range []*engine.Batch{e.tbatch, e.dbatch} {
 		if b != nil {

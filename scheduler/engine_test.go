@@ -127,15 +127,37 @@ func TestRealBatchedEqualsAlone(t *testing.T) {
 			checkKVMatches(t, e)
 		})
 	}
-	// Heavy target + stories260K draft: speculation must not change a token.
-	hreqs := realRequests(t, hv.Vocab(), 32)
+	// Heavy target + stories260K draft: speculation must not change a token,
+	// whatever the proposer and k (0 = adaptive).
+	hreqs := realRequests(t, hv.Vocab(), 24)
 	hwant := realAlone(t, hv, hreqs)
-	for _, k := range []int{0, 1, 4} {
-		for _, prop := range []string{"draft", "ngram"} {
+	predicted := make([]Request, len(hreqs))
+	for i, r := range hreqs {
+		// Predicted Outputs: the true continuation with every 5th token
+		// changed, so the proposer has to re-align after rejections.
+		p := slices.Clone(hwant[i])
+		for j := 4; j < len(p); j += 5 {
+			p[j] = (p[j] + 17) % int32(hv.Vocab().NTokens())
+		}
+		r.Prediction = p
+		predicted[i] = r
+	}
+	for _, prop := range []string{"draft", "ngram", "prediction"} {
+		for _, k := range []int{0, 1, 2, 4, 8} {
 			t.Run(fmt.Sprintf("heavy/%s/k%d", prop, k), func(t *testing.T) {
-				e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: k}, hv, st)
-				got := runAll(t, e.Scheduler, hreqs)
-				for i := range hreqs {
+				cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: k}
+				reqs := hreqs
+				var draft *engine.Model
+				switch prop {
+				case "draft":
+					draft = st
+				case "prediction":
+					cfg.Proposer = "none"
+					reqs = predicted
+				}
+				e := newEngineRig(t, cfg, hv, draft)
+				got := runAll(t, e.Scheduler, reqs)
+				for i := range reqs {
 					if !slices.Equal(got[i], hwant[i]) {
 						t.Fatalf("request %d: speculative %v\nplain %v", i, got[i], hwant[i])
 					}

@@ -51,7 +51,9 @@ type Scheduler struct {
 	statsMu sync.Mutex
 	stats   Stats
 
-	// Tests: compare the scheduler's view of each sequence with the KV.
+	// Tests: compare the scheduler's view of each sequence with the KV, and
+	// narrate decisions for golden traces.
+	trace    func(format string, args ...any)
 	checkKV  bool
 	kvErr    error
 	kvCheckN int

@@ -209,6 +209,9 @@ func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
 		q.usage.Queued = q.admittedAt.Sub(q.submitted)
 	}
 	s.running = append(s.running, q)
+	if s.trace != nil {
+		s.trace("admit %d (cached %d)", q.id, cached)
+	}
 	return item{q: q, from: q.computed, to: q.computed + n, logits: logits, k: k}, true
 }
 
@@ -283,6 +286,9 @@ func (s *Scheduler) preempt(q *seq) {
 	}
 	s.waiting = append([]*seq{q}, s.waiting...)
 	s.nWait.Add(1)
+	if s.trace != nil {
+		s.trace("preempt %d (%s, kept %d tokens)", q.id, map[bool]string{true: "swap", false: "recompute"}[swapped], q.computed)
+	}
 }
 
 func (s *Scheduler) removeRunning(q *seq) {
@@ -602,6 +608,9 @@ func (s *Scheduler) finish(q *seq, reason string, err error) {
 		return
 	}
 	q.finished = true
+	if s.trace != nil {
+		s.trace("finish %d (%s%v) after %d tokens", q.id, reason, errString(err), q.generated())
+	}
 	s.removeRunning(q)
 	if q.slot >= 0 {
 		s.alloc.Free(q.slot)
@@ -709,4 +718,11 @@ func (s *Scheduler) kvChecks() int {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	return s.kvCheckN
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "error: " + err.Error()
 }

@@ -61,3 +61,14 @@ func HeavyModel(t testing.TB) string {
 	}
 	return need(t, p, "heavygen test target")
 }
+
+// HeavyLowModel is a heavygen target like HeavyModel with a much larger
+// perturbation: it agrees with stories260K far less often.
+func HeavyLowModel(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("SPECD_TEST_HEAVY_LO")
+	if p == "" {
+		p = filepath.Join(RepoRoot(), ".cache", "models", "heavy-test-lo-f32.gguf")
+	}
+	return need(t, p, "low-agreement heavygen test target")
+}

@@ -1,0 +1,55 @@
+package scheduler
+
+import (
+	"context"
+	"testing"
+
+	"specd/engine"
+	"specd/internal/testenv"
+)
+
+// meanK runs long greedy requests with adaptive k and returns the mean
+// draft length over the steps that speculated, the share of verify steps
+// that speculated at all, and the acceptance rate.
+func meanK(t *testing.T, target, draft *engine.Model) (k, specShare, alpha float64) {
+	t.Helper()
+	e, stop := startEngine(t, Config{CtxSize: 2048, MaxRunning: 2, MaxBatchTokens: 512, Proposer: "draft"}, target, draft)
+	defer stop()
+	reqs := realRequests(t, target.Vocab(), 2)
+	for i := range reqs {
+		reqs[i].MaxTokens, reqs[i].IgnoreEOS = 300, true
+	}
+	runAll(t, e.Scheduler, reqs)
+	st := waitIdle(t, e.Scheduler)
+	specSteps := float64(st.ProposedByPosition[0])
+	if specSteps > 0 {
+		k = float64(st.DraftProposed) / specSteps
+		alpha = float64(st.DraftAccepted) / float64(st.DraftProposed)
+	}
+	// Each decode step of the two sequences is one verify each.
+	return k, specSteps / float64(2*st.Steps), alpha
+}
+
+func TestRealAdaptiveK(t *testing.T) {
+	lib, st, hv := realModels(t)
+	lo, err := lib.LoadModel(context.Background(), engine.ModelParams{Path: testenv.HeavyLowModel(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	kHi, shareHi, aHi := meanK(t, hv, st)
+	kLo, shareLo, aLo := meanK(t, lo, st)
+	kSame, shareSame, _ := meanK(t, st, st)
+	t.Logf("high agreement: alpha %.2f mean k %.2f speculating %.0f%%", aHi, kHi, 100*shareHi)
+	t.Logf("low agreement:  alpha %.2f mean k %.2f speculating %.0f%%", aLo, kLo, 100*shareLo)
+	t.Logf("draft = target: mean k %.2f speculating %.0f%%", kSame, 100*shareSame)
+	if !(aHi > aLo) {
+		t.Fatalf("the test pairs do not differ in acceptance: %.2f vs %.2f", aHi, aLo)
+	}
+	if !(kHi*shareHi > kLo*shareLo) {
+		t.Fatalf("adaptive k: high-acceptance pair drafts %.2f per step, low-acceptance %.2f", kHi*shareHi, kLo*shareLo)
+	}
+	if shareSame > 0.2 {
+		t.Fatalf("a draft as costly as the target still speculated in %.0f%% of steps", 100*shareSame)
+	}
+}
