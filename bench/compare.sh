@@ -18,9 +18,9 @@
 #   4  heavy target, long shared-prefix prompts, prefix caching on both sides
 #   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8
 #
-# --quick: one run, concurrency 1 and 4 only (scenario 1 keeps all: it is cheap),
-#          short outputs, k 0..4; writes
-#          no doc unless --doc (its figures are for checking the pipeline).
+# --quick: one run (unless --runs), concurrency 1 and 4 only (scenario 1
+#          keeps all: it is cheap), 32 output tokens, k 0..4; writes no doc
+#          unless --doc (its figures are for checking the pipeline).
 # --sides llama (or specd): run one server only (no ratios).
 #
 # Environment (all optional): SPECD (binary, default bin/specd, built by
@@ -324,7 +324,7 @@ section="$OUT/section.md"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- command: \`bench/compare.sh --scenario $SCENARIOS --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick') --sides $SIDES --threads $THREADS\`"
   echo "- each cell: median (min–max) of $RUNS run(s); ratio = specd / llama-server of the medians (> 1 is better for specd in tok/s and req/s, worse in ms)"
-  [ "$QUICK" = 1 ] && echo "- **quick mode**: one run, short outputs — a pipeline check, not a result"
+  [ "$QUICK" = 1 ] && echo "- **quick mode**: fewer points, 32 output tokens, few requests per point — a pipeline check, not a result"
   [ "$SIDES" = llama ] && echo "- **llama-server only**: specd was not run, so there are no ratios"
   [ "$SIDES" = specd ] && echo "- **specd only**: llama-server was not run, so there are no ratios"
   for s in ${SCENARIOS//,/ }; do
@@ -353,6 +353,8 @@ section="$OUT/section.md"
         read -r sm slo shi < <(collect "$OUT/s$s/c$c.specd.r*.json" "$path" | stats)
         read -r lm llo lhi < <(collect "$OUT/s$s/c$c.llama.r*.json" "$path" | stats)
         [ "$sm" = NA ] && [ "$lm" = NA ] && continue
+        # cached tokens only mean something where a cache is on
+        [ "$name" = "cached prompt tok" ] && [[ "$sm" =~ ^(NA|0)$ ]] && [[ "$lm" =~ ^(NA|0)$ ]] && continue
         echo "| $c | $name | $(fmt "$sm" "$slo" "$shi" "$digits") | $(fmt "$lm" "$llo" "$lhi" "$digits") | $(ratio "$sm" "$lm") |"
       done
       [ -n "$fails" ] && echo "| $c | **errors** |${fails} | | |"
