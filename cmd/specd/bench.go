@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -274,7 +275,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.plot != "" && runErr == nil {
 		title := f.title
 		if title == "" {
-			title = fmt.Sprintf("%s  %s", base.Model, f.url)
+			title = fmt.Sprintf("%s  %s", filepath.Base(base.Model), f.url)
 		}
 		var perr error
 		if report.Sweep != nil {

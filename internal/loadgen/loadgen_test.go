@@ -395,8 +395,17 @@ func TestBenchLeviathanAndRanges(t *testing.T) {
 		{K: k(2), Summary: Summary{OutputThroughput: 150, MeanAcceptedLength: ExpectedLength(0.7, 2), DraftReported: true}},
 		{K: k(4), Summary: Summary{OutputThroughput: 170, MeanAcceptedLength: ExpectedLength(0.7, 4), DraftReported: true}},
 	}, 0.1)
-	if math.Abs(fit.Alpha-0.7) > 1e-6 || fit.BaseTPS != 100 || len(fit.Curve) != 3 || math.Abs(fit.Curve[1].MeasuredSpeedup-1.5) > 1e-12 {
+	if math.Abs(fit.Alpha-0.7) > 1e-6 || fit.BaseTPS != 100 || len(fit.Curve) != 3 || math.Abs(fit.Curve[1].MeasuredSpeedup-1.5) > 1e-12 || len(fit.Warnings) != 0 {
 		t.Errorf("FitSweep = %+v", fit)
+	}
+	// A server that ignores the extension (llama-server): drafts at k=0,
+	// more than k+1 tokens per pass at k=1.
+	ignored := FitSweep([]Point{
+		{K: k(0), Summary: Summary{OutputThroughput: 100, DraftReported: true, DraftProposed: 40, MeanAcceptedLength: 3}},
+		{K: k(1), Summary: Summary{OutputThroughput: 150, DraftReported: true, DraftProposed: 40, MeanAcceptedLength: 3}},
+	}, 0)
+	if len(ignored.Warnings) != 2 {
+		t.Errorf("warnings %q, want one for k=0 and one for k=1", ignored.Warnings)
 	}
 }
 

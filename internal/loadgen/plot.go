@@ -123,6 +123,12 @@ func PlotSweep(path, title string, fit SweepFit) error {
 		f.XMin, f.XMax = float64(fit.Curve[0].K), float64(fit.Curve[len(fit.Curve)-1].K)
 		spd.Add(f)
 		spd.Legend.Add("Leviathan base·E/(k·c+1)", f)
+		// A Function has no data range: make room for it explicitly.
+		top := 0.0
+		for i := range pred {
+			top = max(top, pred[i].Y, tps[i].Y)
+		}
+		spd.Y.Max = top * 1.05
 	}
 	for _, p := range []*plot.Plot{acc, lenp, spd} {
 		p.X.Tick.Marker = plot.ConstantTicks(ticks)

@@ -84,6 +84,9 @@ func WriteTable(w io.Writer, r Report) error {
 				c.ExpectedLength, c.OutputTPS, c.MeasuredSpeedup, c.PredictedSpeedup)
 		}
 		tw.Flush()
+		for _, m := range f.Warnings {
+			fmt.Fprintln(w, "warning:", m)
+		}
 	}
 	return nil
 }

@@ -95,6 +95,10 @@ type SweepFit struct {
 	DraftCost float64      `json:"draft_cost"`
 	BaseTPS   float64      `json:"base_output_throughput"` // k = 0 output tok/s (0 if not measured)
 	Curve     []CurvePoint `json:"curve"`
+	// Warnings say when the measurements contradict the k that was sent:
+	// a server that ignores the `speculative` extension (llama-server)
+	// drafts at k = 0 or accepts more than k tokens per pass.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CurvePoint is one k of a sweep: measured against predicted.
@@ -136,6 +140,12 @@ func FitSweep(points []Point, draftCost float64) SweepFit {
 			K: k, AcceptanceRate: p.Summary.AcceptanceRate, MeanLength: p.Summary.MeanAcceptedLength,
 			ExpectedLength: ExpectedLength(f.Alpha, k), OutputTPS: p.Summary.OutputThroughput,
 			PredictedSpeedup: LeviathanSpeedup(f.Alpha, k, draftCost),
+		}
+		switch {
+		case k == 0 && p.Summary.DraftProposed > 0:
+			f.Warnings = append(f.Warnings, fmt.Sprintf("k=0: the server still proposed %d draft tokens; it ignores \"speculative\"", p.Summary.DraftProposed))
+		case k > 0 && p.Summary.MeanAcceptedLength > float64(k+1)+1e-9:
+			f.Warnings = append(f.Warnings, fmt.Sprintf("k=%d: %.2f tokens per pass exceeds k+1; the server does not honor the k sent", k, p.Summary.MeanAcceptedLength))
 		}
 		if k == 0 {
 			cp.MeanLength = 1
