@@ -90,7 +90,11 @@ func (c *Config) withDefaults() Config {
 		d.Timeout = 10 * time.Minute
 	}
 	if d.Client == nil {
-		d.Client = NewClient(d.Concurrency)
+		conns := d.Concurrency
+		if d.Rate > 0 && conns == 0 {
+			conns = 64 // uncapped open loop: keep a pool anyway
+		}
+		d.Client = NewClient(conns)
 	}
 	return d
 }
