@@ -244,7 +244,8 @@ scenario3() {
 }
 scenario4() {
   local np=4 ctx=$((4 * 512))
-  specd_cmd "$HEAVY" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
+  # Prefix caching needs specd's unified KV layout (docs/decisions/0001).
+  specd_cmd "$HEAVY" "" $np $ctx --proposer none --kv-layout unified --prefix-cache; CMD_specd=("${CMD[@]}")
   llama_cmd "$HEAVY" "" $np $ctx --cache-prompt; CMD_llama=("${CMD[@]}")
   pair 4 "1 4" --input-tokens 416 --shared-prefix 384 --prefix-cache --output-tokens 32 --warmup 2
 }

@@ -25,6 +25,14 @@ type Config struct {
 	// PrefixCache reuses KV of shared prompt prefixes. Default on (set
 	// DisablePrefixCache to turn it off).
 	DisablePrefixCache bool
+	// SplitKV gives every sequence its own KV stream of CtxSize/MaxRunning
+	// cells (llama.cpp kv_unified=false, as llama-server runs by default)
+	// instead of one pool shared by all. Attention then scans only the
+	// sequence's own cells, which is several times faster with many
+	// sequences (docs/decisions/0001-kv-layout.md); the price is no prefix
+	// cache (llama.cpp copies between streams only whole) and a per-sequence
+	// cap of CtxSize/MaxRunning tokens.
+	SplitKV bool
 	// Preemption is "recompute" (default) or "swap".
 	Preemption string
 	// Proposer is the default proposer: "draft" (when a draft model is
@@ -78,6 +86,9 @@ func (c *Config) EnsureDefaults() {
 	if c.KVType == "" {
 		c.KVType = "f16"
 	}
+	if c.SplitKV {
+		c.DisablePrefixCache = true
+	}
 }
 
 // Validate reports the first invalid field.
@@ -107,6 +118,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("threads %d: must be positive", c.Threads)
 	case c.FlashAttn != "off" && c.FlashAttn != "on" && c.FlashAttn != "auto":
 		return fmt.Errorf("flash-attn %q: must be off, on or auto", c.FlashAttn)
+	}
+	if c.SplitKV && c.CtxSize/c.MaxRunning < 16 {
+		return fmt.Errorf("ctx-size %d over %d sequences leaves %d tokens each: too few", c.CtxSize, c.MaxRunning, c.CtxSize/c.MaxRunning)
 	}
 	if c.MaxBatchTokens < c.MaxRunning*(c.KMax+1) {
 		return fmt.Errorf("batch budget %d is smaller than parallel × (kmax+1) = %d", c.MaxBatchTokens, c.MaxRunning*(c.KMax+1))

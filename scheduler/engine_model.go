@@ -79,7 +79,7 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		p.NOutputsMax = max(outputs, NumSlots(cfg))
 		p.Threads = cfg.Threads
 		p.ThreadPool = e.pool
-		p.UnifiedKV = true
+		p.UnifiedKV = !cfg.SplitKV
 		p.FlashAttn = fa
 		p.TypeK, p.TypeV = engine.KVType(cfg.KVType), engine.KVType(cfg.KVType)
 		c, err := m.NewContext(p)

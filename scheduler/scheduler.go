@@ -80,6 +80,9 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 	if cfg.MaxSeqLen == 0 || cfg.MaxSeqLen > cfg.CtxSize {
 		cfg.MaxSeqLen = cfg.CtxSize
 	}
+	if cfg.SplitKV {
+		cfg.MaxSeqLen = min(cfg.MaxSeqLen, cfg.CtxSize/NumSlots(cfg))
+	}
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -116,9 +119,13 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 }
 
 // NumSlots is how many llama.cpp sequence ids the contexts need: running
-// sequences plus as many again to hold prefix-cache blocks of finished ones.
+// sequences plus as many again to hold prefix-cache blocks of finished ones
+// (with SplitKV, just the running ones).
 func NumSlots(cfg Config) int {
 	cfg.EnsureDefaults()
+	if cfg.SplitKV {
+		return cfg.MaxRunning // one stream each, no zombies: no prefix cache
+	}
 	n := 2 * cfg.MaxRunning
 	if n > 256 {
 		n = 256

@@ -51,6 +51,7 @@ type Config struct {
 	Parallel         int           `yaml:"parallel"`
 	BatchSize        int           `yaml:"batch_size"`
 	BlockSize        int           `yaml:"block_size"`
+	KVLayout         string        `yaml:"kv_layout"`
 	PrefixCache      bool          `yaml:"prefix_cache"`
 	Preemption       string        `yaml:"preemption"`
 	MaxWaiting       int           `yaml:"max_waiting"`
@@ -85,7 +86,8 @@ func defaultConfig() Config {
 		CtxSize:          4096,
 		Parallel:         8,
 		BlockSize:        16,
-		PrefixCache:      true,
+		KVLayout:         "streams",
+		PrefixCache:      false,
 		Preemption:       "recompute",
 		MaxWaiting:       256,
 		Speculative:      SpecConfig{KMin: 1, KMax: 8},
@@ -115,7 +117,8 @@ var configKeys = []struct{ key, flag, help string }{
 	{"parallel", "parallel", "most sequences decoded together"},
 	{"batch_size", "batch-size", "token budget of one step (0 = 512, or parallel × (k_max+1) if larger)"},
 	{"block_size", "block-size", "KV paging block in tokens"},
-	{"prefix_cache", "prefix-cache", "reuse the KV of shared prompt prefixes"},
+	{"kv_layout", "kv-layout", "KV cache layout: streams (one per sequence, fastest) or unified (one shared pool; needed for prefix_cache)"},
+	{"prefix_cache", "prefix-cache", "reuse the KV of shared prompt prefixes (needs kv_layout unified)"},
 	{"preemption", "preemption", "when KV blocks run out: recompute or swap"},
 	{"max_waiting", "max-waiting", "waiting queue bound; beyond it requests get 429"},
 	{"speculative.proposer", "proposer", "default proposer: draft, ngram or none (default: draft with --draft, else none)"},
@@ -368,6 +371,15 @@ func (c Config) Validate() error {
 	if _, err := engine.KVType(c.KVType).GGMLType(); err != nil {
 		return fmt.Errorf("kv_type: %w", err)
 	}
+	switch c.KVLayout {
+	case "streams":
+		if c.PrefixCache {
+			return errors.New("prefix_cache needs kv_layout unified (per-sequence streams cannot share cells; see docs/decisions/0001-kv-layout.md)")
+		}
+	case "unified":
+	default:
+		return fmt.Errorf("kv_layout %q: must be streams or unified", c.KVLayout)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("log_format %q: must be text or json", c.LogFormat)
 	}
@@ -399,6 +411,7 @@ func (c Config) SchedulerConfig() scheduler.Config {
 		MaxWaiting:         c.MaxWaiting,
 		BlockSize:          c.BlockSize,
 		DisablePrefixCache: !c.PrefixCache,
+		SplitKV:            c.KVLayout == "streams",
 		Preemption:         c.Preemption,
 		Proposer:           c.Speculative.Proposer,
 		SpecK:              c.Speculative.K,

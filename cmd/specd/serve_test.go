@@ -165,7 +165,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 
 	// A long stream in flight when SIGTERM arrives still finishes.
-	body := `{"prompt":"Once upon a time","max_tokens":1500,"temperature":0,"stream":true,"ignore_eos":true}`
+	body := `{"prompt":"Once upon a time","max_tokens":1000,"temperature":0,"stream":true,"ignore_eos":true}`
 	req, _ = http.NewRequest(http.MethodPost, base+"/v1/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer sekret")
 	resp, err := http.DefaultClient.Do(req)
