@@ -115,9 +115,17 @@ func TestRealBatchedEqualsAlone(t *testing.T) {
 	_, st, hv := realModels(t)
 	reqs := realRequests(t, st.Vocab(), 32)
 	want := realAlone(t, st, reqs)
-	for _, prop := range []string{"none", "ngram"} {
-		t.Run("stories/"+prop, func(t *testing.T) {
-			e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 3}, st, nil)
+	for _, c := range []struct {
+		prop  string
+		split bool
+	}{{"none", false}, {"ngram", false}, {"none", true}, {"ngram", true}} {
+		prop := c.prop
+		name := "stories/" + prop
+		if c.split {
+			name += "/streams"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 3, SplitKV: c.split}, st, nil)
 			got := runAll(t, e.Scheduler, reqs)
 			for i := range reqs {
 				if !slices.Equal(got[i], want[i]) {
@@ -145,7 +153,8 @@ func TestRealBatchedEqualsAlone(t *testing.T) {
 	for _, prop := range []string{"draft", "ngram", "prediction"} {
 		for _, k := range []int{0, 1, 2, 4, 8} {
 			t.Run(fmt.Sprintf("heavy/%s/k%d", prop, k), func(t *testing.T) {
-				cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: k}
+				// Even k runs on per-sequence KV streams, odd on the unified pool.
+				cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: k, SplitKV: k%2 == 0}
 				reqs := hreqs
 				var draft *engine.Model
 				switch prop {
