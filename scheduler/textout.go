@@ -71,16 +71,7 @@ func (t *textOut) push(piece []byte) (text string, stopped bool) {
 // stop-string prefix is real output once generation ends; an incomplete
 // UTF-8 tail is dropped as invalid.
 func (t *textOut) flush() string {
-	end := len(t.buf)
-	// Drop an incomplete trailing character.
-	for i := 1; i <= utf8.UTFMax && i <= end-t.emitted; i++ {
-		if utf8.RuneStart(t.buf[end-i]) {
-			if !utf8.FullRune(t.buf[end-i : end]) {
-				end -= i
-			}
-			break
-		}
-	}
+	end := t.wholeChars()
 	if end <= t.emitted {
 		return ""
 	}
@@ -89,14 +80,9 @@ func (t *textOut) flush() string {
 	return s
 }
 
-// text is the whole output so far (for non-streaming responses and tests).
-func (t *textOut) text() string { return string(t.buf[:t.emitted]) }
-
-// safeEnd is the end of the longest prefix of buf that is whole characters
-// and cannot turn into a stop string with more bytes.
-func (t *textOut) safeEnd() int {
+// wholeChars is len(buf) less an incomplete UTF-8 character at its end.
+func (t *textOut) wholeChars() int {
 	end := len(t.buf)
-	// Hold back an incomplete UTF-8 character at the end.
 	for i := 1; i <= utf8.UTFMax && i <= end-t.emitted; i++ {
 		if utf8.RuneStart(t.buf[end-i]) {
 			if !utf8.FullRune(t.buf[end-i : end]) {
@@ -105,6 +91,16 @@ func (t *textOut) safeEnd() int {
 			break
 		}
 	}
+	return end
+}
+
+// text is the whole output so far (for non-streaming responses and tests).
+func (t *textOut) text() string { return string(t.buf[:t.emitted]) }
+
+// safeEnd is the end of the longest prefix of buf that is whole characters
+// and cannot turn into a stop string with more bytes.
+func (t *textOut) safeEnd() int {
+	end := t.wholeChars()
 	// Hold back the longest suffix that is a proper prefix of a stop string.
 	hold := 0
 	for _, s := range t.stops {
