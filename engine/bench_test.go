@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"os"
+	"strconv"
 	"testing"
 )
 
@@ -11,9 +13,17 @@ import (
 
 const benchGen = 128
 
+// benchThreads is 2, or $SPECD_BENCH_THREADS (to compare with llama-bench -t N).
+func benchThreads() int {
+	if n, err := strconv.Atoi(os.Getenv("SPECD_BENCH_THREADS")); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}
+
 func benchDecode(b *testing.B, nSeq int) {
 	l, m := stories(b)
-	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: 2, FlashAttn: FlashAttnOff})
+	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: benchThreads(), FlashAttn: FlashAttnOff})
 	batch := newBatch(b, l, nSeq)
 	next := make([]int32, nSeq)
 	rows := make([]int, nSeq)
