@@ -569,7 +569,7 @@ func (r *run) stream(w *bufio.Writer) {
 
 	if r.g.chat {
 		for i := range r.choices {
-			buf = append(append(buf[:0], head...), strconv.Itoa(i)...)
+			buf = strconv.AppendInt(append(buf[:0], head...), int64(i), 10)
 			buf = append(buf, `,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null`...)
 			buf = append(buf, tail...)
 			_, _ = w.Write(buf)
@@ -603,7 +603,7 @@ func (r *run) stream(w *bufio.Writer) {
 			return
 		}
 		if ce.ev.Text != "" {
-			buf = append(append(buf[:0], head...), strconv.Itoa(ce.idx)...)
+			buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)
 			if r.g.chat {
 				buf = append(buf, `,"delta":{"content":`...)
 				buf = appendJSONString(buf, ce.ev.Text)
@@ -617,7 +617,7 @@ func (r *run) stream(w *bufio.Writer) {
 			_, _ = w.Write(buf)
 		}
 		if ce.ev.Done {
-			buf = append(append(buf[:0], head...), strconv.Itoa(ce.idx)...)
+			buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)
 			if r.g.chat {
 				buf = append(buf, `,"delta":{},"logprobs":null,"finish_reason":`...)
 			} else {

@@ -34,8 +34,10 @@ func TestConfigValidate(t *testing.T) {
 // TestErrorStatuses checks every error status and the OpenAI error shape,
 // with the field named in param.
 func TestErrorStatuses(t *testing.T) {
-	_, url := startServer(t, Config{MaxBodyBytes: 64 << 10}, newTestBackend(t))
-	long := strings.Repeat("x", 600) // > context of 512 with the fake and stories260K
+	b := newTestBackend(t)
+	_, url := startServer(t, Config{MaxBodyBytes: 64 << 10}, b)
+	// A token prompt longer than the context, whatever the tokenizer.
+	long := "[" + strings.Repeat("1,", b.ContextSize()) + "1]"
 	cases := []struct {
 		name, method, path, body string
 		status                   int
@@ -81,7 +83,7 @@ func TestErrorStatuses(t *testing.T) {
 		{"speculative proposer", "POST", "/v1/completions", `{"prompt": "a", "speculative": {"proposer":"magic"}}`, 400, "speculative.proposer", "invalid_value"},
 		{"speculative k", "POST", "/v1/completions", `{"prompt": "a", "speculative": {"k": -2}}`, 400, "speculative.k", "invalid_value"},
 		{"unknown model", "POST", "/v1/completions", `{"model": "gpt-4", "prompt": "a"}`, 404, "model", "model_not_found"},
-		{"prompt too long", "POST", "/v1/completions", fmt.Sprintf(`{"prompt": %q}`, long), 400, "prompt", "context_length_exceeded"},
+		{"prompt too long", "POST", "/v1/completions", `{"prompt": ` + long + `}`, 400, "prompt", "context_length_exceeded"},
 		{"max_tokens too long", "POST", "/v1/completions", `{"prompt": "a", "max_tokens": 100000}`, 400, "max_tokens", "context_length_exceeded"},
 		{"unknown path", "GET", "/v2/nothing", ``, 404, "", "unknown_url"},
 		{"wrong method", "GET", "/v1/completions", ``, 405, "", "method_not_allowed"},
