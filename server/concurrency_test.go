@@ -63,7 +63,9 @@ func TestConcurrentStreamsWithDisconnects(t *testing.T) {
 	if f, ok := inner.(*fakeBackend); ok {
 		f.tokenDelay = 3 * time.Millisecond // ≈0.5 s per stream: disconnects land mid-stream
 	} else {
-		maxTokens = 400
+		// Real model: short streams keep the run to tens of seconds on a
+		// small machine; clients that hang up after the end are allowed.
+		maxTokens = 48
 	}
 	ob := &observingBackend{Backend: inner, seen: map[string]*observed{}}
 	s, url := startServer(t, Config{}, ob)
