@@ -49,10 +49,16 @@ models: $(TEST_HEAVY) $(TEST_HEAVY_LO)
 
 bench-models: $(BENCH_HEAVY)
 
-## test: the whole suite on the real backend and the real model
-test: backend models
-	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) $(GO) vet ./...
-	SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) SPECD_TEST_HEAVY_LO=$(TEST_HEAVY_LO) $(GO) test -race -timeout 40m ./...
+TEST_ENV := SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) SPECD_TEST_HEAVY_LO=$(TEST_HEAVY_LO)
+
+## test: the whole suite on the real backend and the real model, then the
+## server's behavioural tests again against the real scheduler on
+## stories260K, then a 10-second `specd bench` smoke against `specd serve`
+test: backend models build
+	$(TEST_ENV) $(GO) vet ./...
+	$(TEST_ENV) $(GO) test -race -timeout 40m ./...
+	$(TEST_ENV) SPECD_SERVER_BACKEND=real $(GO) test -race -count=1 -timeout 20m ./server/
+	THREADS=1 DURATION=10s bench/smoke.sh bin/specd $(MODEL)
 
 ## run: build and start the daemon on the default models
 run: backend build
