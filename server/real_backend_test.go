@@ -51,7 +51,7 @@ func realBackend(t testing.TB) Backend {
 		if tm := r.target.Info().ChatTemplate; tm != "" {
 			r.tmpl = tm
 		}
-		if r.eng, realErr = scheduler.NewEngine(scheduler.Config{CtxSize: 512}, l, r.target, nil, slog.New(slog.DiscardHandler)); realErr != nil {
+		if r.eng, realErr = scheduler.NewEngine(scheduler.Config{CtxSize: 2048, MaxRunning: 8, Threads: 1}, l, r.target, nil, slog.New(slog.DiscardHandler)); realErr != nil {
 			return
 		}
 		// Runs for the rest of the test process: the backend is shared.
