@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"specd/engine"
 	"specd/internal/testenv"
@@ -16,7 +18,7 @@ import (
 // test target through the same once as realModels (engine_test.go), which
 // takes a *testing.T; benchModels is its testing.TB twin for benchmarks.
 //
-//	GGML_NO_BACKTRACE=1 go test -run '^$' -bench 'KVLayout|RealThroughput|ThreadBudget|PrefixPrefill' -benchtime 20x ./scheduler/
+//	GGML_NO_BACKTRACE=1 go test -run '^$' -bench 'KVLayout|RealThroughput|PrefixPrefill' -benchtime 2x ./scheduler/
 //
 // docs/BENCHMARKS.md and docs/decisions/ hold the figures.
 
@@ -88,8 +90,8 @@ func runRequests(tb testing.TB, s *Scheduler, reqs []Request) ([][]int32, []Even
 // sequences that each decode one token per call, with a context of about
 // ctx tokens per sequence (it grows by up to 32 and is trimmed back), in one
 // unified KV pool (kv_unified = true, what paging relies on) or in one
-// stream per sequence (kv_unified = false). 2 threads. Both layouts get the
-// same cells: n × 512.
+// stream per sequence (kv_unified = false), with 1 or 2 compute threads.
+// Both layouts get the same cells: n × 512.
 func BenchmarkKVLayout(b *testing.B) {
 	l, st, hv := benchModels(b)
 	for _, md := range []struct {
@@ -99,11 +101,16 @@ func BenchmarkKVLayout(b *testing.B) {
 		for _, fa := range []string{"off", "on"} {
 			for _, ctxLen := range []int{128, 400} {
 				for _, n := range []int{1, 4, 8, 16, 32} {
-					for _, layout := range []string{"unified", "streams"} {
-						name := fmt.Sprintf("%s/fa=%s/ctx=%d/n=%d/%s", md.name, fa, ctxLen, n, layout)
-						b.Run(name, func(b *testing.B) {
-							benchKVLayout(b, l, md.m, fa == "on", layout == "unified", n, ctxLen)
-						})
+					if fa == "on" && ctxLen == 128 {
+						continue // flash attention: one context length is enough to see the trend
+					}
+					for _, th := range []int{1, 2} {
+						for _, layout := range []string{"unified", "streams"} {
+							name := fmt.Sprintf("%s/fa=%s/ctx=%d/n=%d/t=%d/%s", md.name, fa, ctxLen, n, th, layout)
+							b.Run(name, func(b *testing.B) {
+								benchKVLayout(b, l, md.m, fa == "on", layout == "unified", n, ctxLen, th)
+							})
+						}
 					}
 				}
 			}
@@ -111,13 +118,13 @@ func BenchmarkKVLayout(b *testing.B) {
 	}
 }
 
-func benchKVLayout(b *testing.B, l *engine.Library, m *engine.Model, fa, unified bool, n, ctxLen int) {
+func benchKVLayout(b *testing.B, l *engine.Library, m *engine.Model, fa, unified bool, n, ctxLen, threads int) {
 	const window = 32 // positions decoded before the tail is trimmed back to ctxLen
 	p := engine.DefaultContextParams()
 	p.NCtx = n * 512
 	p.NBatch, p.NUBatch = 512, 512
 	p.NSeqMax = n
-	p.Threads = 2
+	p.Threads = threads
 	p.UnifiedKV = unified
 	p.FlashAttn = engine.FlashAttnOff
 	if fa {
@@ -137,21 +144,37 @@ func benchKVLayout(b *testing.B, l *engine.Library, m *engine.Model, fa, unified
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(ctxLen)))
 	next := make([]int32, n)
 	rows := make([]int, n)
-	// Each sequence is prefilled on its own: its cells are its own (no
-	// sharing through SeqCopy, which would shrink the unified pool's scan).
-	for s := range n {
-		batch.Reset()
-		for i := range ctxLen {
-			tok := m.Vocab().BOS()
-			if i > 0 {
-				tok = int32(3 + rng.IntN(nv-3))
-			}
-			batch.Add(tok, int32(i), int32(s), i == ctxLen-1)
+	// Sequence 0 is prefilled; the others get a copy of its KV through the
+	// state API, which writes cells of their own (SeqCopy would share
+	// sequence 0's cells and shrink the unified pool's scan), at a fraction
+	// of the cost of n prefills (each of which, unified, would attend to all
+	// cells before it).
+	batch.Reset()
+	for i := range ctxLen {
+		tok := m.Vocab().BOS()
+		if i > 0 {
+			tok = int32(3 + rng.IntN(nv-3))
 		}
-		if err := c.Decode(batch); err != nil {
+		batch.Add(tok, int32(i), 0, i == ctxLen-1)
+	}
+	if err := c.Decode(batch); err != nil {
+		b.Fatal(err)
+	}
+	next[0] = specdec.Argmax(c.Logits(ctxLen - 1))
+	state, err := c.SaveSeqState(0, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for s := 1; s < n; s++ {
+		if err := c.RestoreSeqState(int32(s), state); err != nil {
 			b.Fatal(err)
 		}
-		next[s] = specdec.Argmax(c.Logits(ctxLen - 1))
+		next[s] = int32(3 + rng.IntN(nv-3))
+	}
+	for s := range n {
+		if got := c.SeqPosMax(int32(s)); got != int32(ctxLen-1) {
+			b.Fatalf("seq %d: pos_max %d after restore, want %d", s, got, ctxLen-1)
+		}
 	}
 	pos := int32(ctxLen)
 	step := func() {
@@ -172,16 +195,30 @@ func benchKVLayout(b *testing.B, l *engine.Library, m *engine.Model, fa, unified
 			pos = int32(ctxLen)
 		}
 	}
-	for range 8 { // warm up: graphs, pool threads
+	for range 4 { // warm up: graphs, pool threads
 		step()
 	}
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		step()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "tok/s")
+	// Process CPU time per decode: with one thread (no pool threads
+	// spinning at barriers) it is the work done, far less disturbed by
+	// other jobs on the machine than wall time.
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/decode")
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/decode")
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // throughputRequests are n short distinct greedy prompts with gen-token
@@ -229,43 +266,27 @@ func benchThroughput(b *testing.B, cfg Config, target, draft *engine.Model, stre
 }
 
 // BenchmarkRealThroughput: the scheduler end to end on the real backend,
-// greedy, 128-token outputs. stories260K alone without speculation; the
-// heavy test target with the stories260K draft and adaptive k.
+// greedy, 128-token outputs, with a thread pool of 2 (the default) or 1
+// thread. stories260K alone without speculation; the heavy test target with
+// the stories260K draft loaded, without speculation and with the draft
+// proposer and adaptive k.
 func BenchmarkRealThroughput(b *testing.B) {
 	_, st, hv := benchModels(b)
 	const gen = 128
-	for _, n := range []int{1, 4, 16, 32} {
-		b.Run(fmt.Sprintf("stories/none/streams=%d", n), func(b *testing.B) {
-			cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none"}
-			benchThroughput(b, cfg, st, nil, n, gen, Speculative{})
-		})
-	}
-	for _, n := range []int{1, 4} {
-		for _, prop := range []string{"none", "draft"} {
-			b.Run(fmt.Sprintf("heavy/%s/streams=%d", prop, n), func(b *testing.B) {
-				cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: prop}
-				benchThroughput(b, cfg, hv, st, n, gen, Speculative{})
-			})
-		}
-	}
-}
-
-// BenchmarkThreadBudget: the same scheduler runs with a thread pool of 1 or
-// 2 threads (target and draft share it) on this 2-core machine.
-func BenchmarkThreadBudget(b *testing.B) {
-	_, st, hv := benchModels(b)
-	const gen = 128
-	for _, th := range []int{1, 2} {
-		for _, n := range []int{1, 16} {
+	for _, th := range []int{2, 1} {
+		for _, n := range []int{1, 4, 16, 32} {
 			b.Run(fmt.Sprintf("stories/none/streams=%d/threads=%d", n, th), func(b *testing.B) {
 				cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th}
 				benchThroughput(b, cfg, st, nil, n, gen, Speculative{})
 			})
 		}
-		b.Run(fmt.Sprintf("heavy/draft/streams=4/threads=%d", th), func(b *testing.B) {
-			cfg := Config{CtxSize: 8192, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "draft", Threads: th}
-			benchThroughput(b, cfg, hv, st, 4, gen, Speculative{})
-		})
+		for _, n := range []int{1, 4} {
+			for _, prop := range []string{"none", "draft"} {
+				b.Run(fmt.Sprintf("heavy/%s/streams=%d/threads=%d", prop, n, th), func(b *testing.B) {
+					cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: prop, Threads: th}
+					benchThroughput(b, cfg, hv, st, n, gen, Speculative{})
+				})
+			}
+		}
 	}
 }
-

@@ -1,0 +1,207 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"specd/engine"
+)
+
+// longStory is TinyStories-style text: stories260K tokenizes it into a
+// thousand-odd tokens, enough for several distinct 400-token prompts.
+const longStory = `Once upon a time, there was a little girl named Lily. She lived in a small house with her mom and dad and a big brown dog named Max. Every morning, Lily and Max went to the park to play. They liked to run on the grass and look at the birds in the trees.
+One day, Lily saw a red ball under a bench. She picked it up and threw it far away. Max ran after the ball and brought it back to her. Lily laughed and said, "Good dog, Max!" They played with the ball all morning until the sun was high in the sky.
+Then Lily felt hungry. She said, "Max, let's go home and eat some lunch." Max wagged his tail and they walked home together. Mom made a big sandwich for Lily and gave Max a bowl of food. Lily ate her sandwich and drank some milk. After lunch, she was very sleepy, so she took a nap on the soft bed.
+When Lily woke up, it was raining outside. She was sad because she could not go to the park. Mom said, "Don't be sad, Lily. We can play a game inside." They played with blocks and built a tall tower. Then Max bumped into the tower and it fell down. Lily and Mom laughed and laughed. Max barked and ran in a circle.
+The next day, the sun came out again. Lily and Max went back to the park. There, Lily met a boy named Tom. Tom had a little kite with a long tail. He said, "Do you want to fly my kite with me?" Lily said, "Yes, please!" They ran together and the kite went up, up, up into the blue sky. Max jumped and barked at the kite.
+Tom and Lily became best friends. Every day they played in the park. They shared their toys and their snacks. One day, Tom was sad because he lost his favorite toy car. Lily helped him look for it. They looked under the slide and behind the big tree. At last, Max found the car in the sand and gave it to Tom. Tom hugged Max and said, "Thank you, Max! You are a good dog."
+In the evening, Lily told her mom and dad about her day. Dad smiled and said, "It is good to help your friends." Lily nodded and gave Max a big hug. Then she went to bed and dreamed about kites, balls and her best friend Tom. The end.
+Once there was a little bird who lived in a tall tree. The bird liked to sing every morning. One day, a cat came to the tree and wanted to catch the bird. The bird was scared and flew high up into the sky. The cat could not fly, so it sat down and waited. The bird was smart. It called all its friends, and they sang a loud song together. The cat did not like the noise and ran away. The birds were happy and sang all day long.`
+
+// storyTokens tokenizes longStory once (with BOS first).
+func storyTokens(tb testing.TB, v *engine.Vocab) []int32 {
+	tb.Helper()
+	toks, err := v.Tokenize(longStory, true, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(toks) < 900 {
+		tb.Fatalf("story is only %d tokens", len(toks))
+	}
+	return toks
+}
+
+// prefixPair is a 400-token prompt and a second prompt that shares its
+// first `shared` tokens and continues with other text of the story.
+func prefixPair(story []int32, off, shared, n int) (first, second []int32) {
+	first = append([]int32{story[0]}, story[1+off:off+n]...)
+	second = append(slices.Clip(first[:shared]), story[off+n+100:off+n+100+n-shared]...)
+	return first, second
+}
+
+// TestRealPrefixCacheHit: a prompt sharing 360 of 400 tokens with an earlier
+// finished request reuses the shared full blocks (22 × 16 = 352 tokens) and
+// generates exactly what a cold run (prefix cache off) generates, greedy,
+// with and without a draft model (whose cache must follow the target's).
+func TestRealPrefixCacheHit(t *testing.T) {
+	_, st, hv := realModels(t)
+	const n, shared, gen = 400, 360, 64
+	story := storyTokens(t, st.Vocab())
+	var firsts, seconds []Request
+	for _, off := range []int{0, 150, 300} {
+		a, b := prefixPair(story, off, shared, n)
+		firsts = append(firsts, Request{Prompt: a, MaxTokens: gen, IgnoreEOS: true})
+		seconds = append(seconds, Request{Prompt: b, MaxTokens: gen, IgnoreEOS: true})
+	}
+	for _, tc := range []struct {
+		name          string
+		target, draft *engine.Model
+		proposer      string
+	}{
+		{"stories", st, nil, "none"},
+		{"heavy+draft", hv, st, "draft"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{CtxSize: 2048, MaxRunning: 4, MaxBatchTokens: 512, Proposer: tc.proposer, SpecK: 3}
+			coldCfg := cfg
+			coldCfg.DisablePrefixCache = true
+			cold := newEngineRig(t, coldCfg, tc.target, tc.draft)
+			want, _ := runRequests(t, cold.Scheduler, seconds)
+			warm := newEngineRig(t, cfg, tc.target, tc.draft)
+			bs := warm.Config().BlockSize
+			for i := range firsts {
+				_, ev := runRequests(t, warm.Scheduler, firsts[i:i+1])
+				if c := ev[0].Usage.CachedTokens; c != 0 {
+					t.Fatalf("prompt %d: the first request found %d cached tokens", i, c)
+				}
+				before := waitIdle(t, warm.Scheduler)
+				got, ev := runRequests(t, warm.Scheduler, seconds[i:i+1])
+				after := waitIdle(t, warm.Scheduler)
+				wantCached := shared / bs * bs
+				u := ev[0].Usage
+				if u.CachedTokens != wantCached {
+					t.Fatalf("prompt %d: cached %d tokens, want %d (%d shared, block %d)", i, u.CachedTokens, wantCached, shared, bs)
+				}
+				if hits := after.PrefixHits - before.PrefixHits; hits < uint64(wantCached/bs) {
+					t.Fatalf("prompt %d: PrefixHits grew by %d blocks, want at least %d", i, hits, wantCached/bs)
+				}
+				if !slices.Equal(got[0], want[i]) {
+					t.Fatalf("prompt %d: with the prefix cache %v\ncold %v", i, got[0], want[i])
+				}
+				if len(got[0]) != gen {
+					t.Fatalf("prompt %d: %d tokens, want %d", i, len(got[0]), gen)
+				}
+				t.Logf("prompt %d: cached %d of %d, prompt time %v", i, u.CachedTokens, u.PromptTokens, u.PromptTime)
+			}
+			checkKVMatches(t, warm)
+		})
+	}
+}
+
+// TestRealPrefixCacheOneTokenRequest: a request that finishes in the step
+// that prefilled it (max_tokens 1, or EOS / a stop string at once) should
+// leave its prompt's full blocks in the cache like any other. Today
+// updateOne commits only while the sequence is unfinished, so such a prompt
+// is never cached; the test skips on that known gap and asserts once it is
+// fixed (commit before finish: see the report in docs/BENCHMARKS.md).
+func TestRealPrefixCacheOneTokenRequest(t *testing.T) {
+	_, st, _ := realModels(t)
+	const n, shared = 400, 360
+	story := storyTokens(t, st.Vocab())
+	a, b := prefixPair(story, 0, shared, n)
+	e := newEngineRig(t, Config{CtxSize: 2048, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "none"}, st, nil)
+	runRequests(t, e.Scheduler, []Request{{Prompt: a, MaxTokens: 1}})
+	_, ev := runRequests(t, e.Scheduler, []Request{{Prompt: b, MaxTokens: 1}})
+	want := shared / e.Config().BlockSize * e.Config().BlockSize
+	switch c := ev[0].Usage.CachedTokens; c {
+	case want:
+	case 0:
+		t.Skip("known gap: a request finished in its first step commits no blocks to the prefix cache")
+	default:
+		t.Fatalf("cached %d, want %d", c, want)
+	}
+}
+
+// BenchmarkPrefixPrefill: admission-to-first-token time (Usage.PromptTime)
+// of a 400-token prompt that shares 360 tokens with a finished request
+// (warm, 352 tokens from the cache) against the same prompt with the prefix
+// cache off (cold). Each iteration uses a prompt no earlier one shares a
+// block with. Metrics: mean cold and warm prompt time and their ratio.
+func BenchmarkPrefixPrefill(b *testing.B) {
+	for _, th := range []int{1, 2} {
+		// ctx: the unified pool's size. Cached blocks stay in it, and every
+		// decode attends over the pool's whole used range.
+		for _, ctx := range []int{1024, 4096} {
+			b.Run(fmt.Sprintf("threads=%d/ctx=%d", th, ctx), func(b *testing.B) { benchPrefixPrefill(b, th, ctx) })
+		}
+	}
+}
+
+func benchPrefixPrefill(b *testing.B, threads, ctxSize int) {
+	l, st, _ := benchModels(b)
+	const n, shared = 400, 360
+	story := storyTokens(b, st.Vocab())
+	var firsts, seconds []Request
+	for i := range b.N {
+		a, s := prefixPair(story, 0, shared, n)
+		// Tokens 1 and 2 make iteration i's prefix its own.
+		for _, p := range [][]int32{a, s} {
+			p[1], p[2] = int32(3+i%500), int32(3+(i/500)%500)
+		}
+		// MaxTokens 2: a request that finishes in its first step leaves
+		// nothing in the cache (see TestRealPrefixCacheOneTokenRequest).
+		firsts = append(firsts, Request{Prompt: a, MaxTokens: 2})
+		seconds = append(seconds, Request{Prompt: s, MaxTokens: 1})
+	}
+	cfg := Config{CtxSize: ctxSize, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "none", Threads: threads}
+	b.ResetTimer()
+	// Cold, then warm: one engine (and one thread pool) at a time.
+	var coldT, warmT time.Duration
+	func() {
+		c := cfg
+		c.DisablePrefixCache = true
+		e, err := NewEngine(c, l, st, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		stop := runScheduler(e)
+		defer stop()
+		runRequests(b, e.Scheduler, firsts[:1]) // warm up
+		for i := range b.N {
+			_, ev := runRequests(b, e.Scheduler, seconds[i:i+1])
+			coldT += ev[0].Usage.PromptTime
+		}
+	}()
+	func() {
+		e, err := NewEngine(cfg, l, st, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		stop := runScheduler(e)
+		defer stop()
+		for i := range b.N {
+			runRequests(b, e.Scheduler, firsts[i:i+1])
+			_, ev := runRequests(b, e.Scheduler, seconds[i:i+1])
+			if want := shared / 16 * 16; ev[0].Usage.CachedTokens != want {
+				b.Fatalf("iteration %d: cached %d, want %d", i, ev[0].Usage.CachedTokens, want)
+			}
+			warmT += ev[0].Usage.PromptTime
+		}
+	}()
+	b.StopTimer()
+	b.ReportMetric(float64(coldT.Microseconds())/float64(b.N), "cold-µs")
+	b.ReportMetric(float64(warmT.Microseconds())/float64(b.N), "warm-µs")
+	b.ReportMetric(float64(coldT)/float64(warmT), "cold/warm")
+}
+
+// runScheduler runs e's loop until the returned stop is called.
+func runScheduler(e *Engine) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	return func() { cancel(); <-e.Done() }
+}
