@@ -6,7 +6,8 @@ SHARED ?= $(CURDIR)/../shared
 MODEL ?= $(SHARED)/models/stories260K.gguf
 HEAVYGEN := $(CACHE)/bin/heavygen
 TEST_HEAVY := $(CACHE)/models/heavy-test-f32.gguf
-TEST_HEAVY_LO := $(CACHE)/models/heavy-test-lo-f32.gguf
+TEST_COSTLY := $(CACHE)/models/heavy-test-costly-q8.gguf
+TEST_COSTLY_LO := $(CACHE)/models/heavy-test-costly-lo-q8.gguf
 BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
 export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
 export GGML_NO_BACKTRACE := 1
@@ -33,11 +34,13 @@ $(TEST_HEAVY): | $(HEAVYGEN)
 	@mkdir -p $(CACHE)/models
 	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.045 --seed 1 --type f32 >/dev/null && mv $@.tmp $@
 
-# The same shape with a larger perturbation: low agreement with stories260K
-# (for the adaptive-k tests).
-$(TEST_HEAVY_LO): | $(HEAVYGEN)
+# About 15x the draft's cost per token, high and low agreement (adaptive k).
+$(TEST_COSTLY): | $(HEAVYGEN)
 	@mkdir -p $(CACHE)/models
-	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 3 --ffn 1024 --eps 0.3 --seed 1 --type f32 >/dev/null && mv $@.tmp $@
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 4096 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
+$(TEST_COSTLY_LO): | $(HEAVYGEN)
+	@mkdir -p $(CACHE)/models
+	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 4096 --eps 0.3 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
 
 # The benchmark pair's target (see docs/BENCHMARKS.md).
 $(BENCH_HEAVY): | $(HEAVYGEN)
@@ -45,11 +48,12 @@ $(BENCH_HEAVY): | $(HEAVYGEN)
 	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 16384 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
 
 ## models: the generated test models under .cache/models
-models: $(TEST_HEAVY) $(TEST_HEAVY_LO)
+models: $(TEST_HEAVY) $(TEST_COSTLY) $(TEST_COSTLY_LO)
 
 bench-models: $(BENCH_HEAVY)
 
-TEST_ENV := SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) SPECD_TEST_HEAVY_LO=$(TEST_HEAVY_LO)
+TEST_ENV := SPECD_REQUIRE_MODELS=1 SPECD_TEST_HEAVY=$(TEST_HEAVY) \
+	SPECD_TEST_COSTLY=$(TEST_COSTLY) SPECD_TEST_COSTLY_LO=$(TEST_COSTLY_LO)
 
 ## test: the whole suite on the real backend and the real model, then the
 ## server's behavioural tests again against the real scheduler on

@@ -88,7 +88,8 @@ type Stats struct {
 	AcceptedByPosition   []uint64 // [i] = draft tokens accepted at draft position i
 	ProposedByPosition   []uint64
 	LastK                int           // k chosen at the last speculative step
-	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of llama_decode within them
+	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of the target's llama_decode within them
+	DraftDecodeTime      time.Duration // cumulative wall time of the draft model's decodes
 }
 
 // Submitter is what the server needs of the scheduler.

@@ -372,6 +372,11 @@ func (s *Scheduler) runDraft(items []item) {
 		it := &items[i]
 		q := it.q
 		want := it.logits && q.proposer == propDraft && it.k > 0
+		if q.proposer != propDraft && s.cfg.DisablePrefixCache {
+			// Its draft KV would only serve prefix-cache hits of draft
+			// users; without the cache, keeping it in step is waste.
+			continue
+		}
 		for p := q.dcomputed; p < it.to; p++ {
 			row := s.draft.Add(q.tokens[p], int32(p), int32(q.slot), want && p == it.to-1)
 			if want && p == it.to-1 {
@@ -400,7 +405,9 @@ func (s *Scheduler) runDraft(items []item) {
 		return
 	}
 	for i := range items {
-		items[i].q.dcomputed = items[i].to
+		if q := items[i].q; q.proposer == propDraft || !s.cfg.DisablePrefixCache {
+			q.dcomputed = items[i].to
+		}
 	}
 	for j := 0; j < kmax; j++ {
 		for i := range items {
@@ -437,7 +444,11 @@ func (s *Scheduler) runDraft(items []item) {
 			}
 		}
 	}
-	s.costs.ObserveDraft(max(len(items), 1), time.Since(t0)/time.Duration(max(kmax, 1)))
+	dt := time.Since(t0)
+	s.costs.ObserveDraft(max(len(items), 1), dt/time.Duration(max(kmax, 1)))
+	s.statsMu.Lock()
+	s.stats.DraftDecodeTime += dt
+	s.statsMu.Unlock()
 }
 
 // draftFailed: a failed draft decode costs speculation, not correctness:
@@ -555,12 +566,18 @@ func (s *Scheduler) updateOne(it *item) {
 	q.dcomputed = min(q.dcomputed, q.computed)
 	s.appendTokens(q, out)
 	if !q.finished {
-		done := q.computed
-		if s.draft != nil {
-			done = min(done, q.dcomputed)
-		}
-		s.alloc.Commit(q.slot, q.tokens[:done])
+		s.alloc.Commit(q.slot, q.tokens[:s.committable(q)])
 	}
+}
+
+// committable is how many of q's tokens have their KV in every context a
+// prefix-cache hit would copy from.
+func (s *Scheduler) committable(q *seq) int {
+	done := min(q.computed, len(q.tokens))
+	if s.draft != nil {
+		done = min(done, q.dcomputed)
+	}
+	return done
 }
 
 // appendTokens adds verified tokens to q, streams their text and finishes q
@@ -612,6 +629,10 @@ func (s *Scheduler) finish(q *seq, reason string, err error) {
 		s.trace("finish %d (%s%v) after %d tokens", q.id, reason, errString(err), q.generated())
 	}
 	s.removeRunning(q)
+	if q.slot >= 0 && err == nil && q.state == stRunning {
+		// Blocks completed in the last step are worth caching too.
+		s.alloc.Commit(q.slot, q.tokens[:s.committable(q)])
+	}
 	if q.slot >= 0 {
 		s.alloc.Free(q.slot)
 		q.slot = -1

@@ -55,20 +55,28 @@ func StoriesModel(t testing.TB) string {
 // $SPECD_TEST_HEAVY): stories260K's tokenizer, imperfect agreement with it.
 func HeavyModel(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv("SPECD_TEST_HEAVY")
-	if p == "" {
-		p = filepath.Join(RepoRoot(), ".cache", "models", "heavy-test-f32.gguf")
-	}
-	return need(t, p, "heavygen test target")
+	return cacheModel(t, "SPECD_TEST_HEAVY", "heavy-test-f32.gguf", "heavygen test target")
 }
 
-// HeavyLowModel is a heavygen target like HeavyModel with a much larger
-// perturbation: it agrees with stories260K far less often.
-func HeavyLowModel(t testing.TB) string {
+// CostlyModel is a heavygen target about 15x costlier per token than
+// stories260K (19 extra layers, q8_0) that agrees with it often;
+// CostlyLowModel is the same shape agreeing rarely. For tests of decisions
+// that depend on the draft being much cheaper than the target.
+func CostlyModel(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv("SPECD_TEST_HEAVY_LO")
+	return cacheModel(t, "SPECD_TEST_COSTLY", "heavy-test-costly-q8.gguf", "costly heavygen test target")
+}
+
+func CostlyLowModel(t testing.TB) string {
+	t.Helper()
+	return cacheModel(t, "SPECD_TEST_COSTLY_LO", "heavy-test-costly-lo-q8.gguf", "low-agreement costly heavygen test target")
+}
+
+func cacheModel(t testing.TB, env, name, what string) string {
+	t.Helper()
+	p := os.Getenv(env)
 	if p == "" {
-		p = filepath.Join(RepoRoot(), ".cache", "models", "heavy-test-lo-f32.gguf")
+		p = filepath.Join(RepoRoot(), ".cache", "models", name)
 	}
-	return need(t, p, "low-agreement heavygen test target")
+	return need(t, p, what)
 }
