@@ -320,7 +320,7 @@ func (s *Scheduler) planK() {
 			}
 			switch q.proposer {
 			case propNGram:
-				q.drafts = specdec.NGram{}.Propose(q.tokens, max(limit, 0), q.drafts[:0])
+				q.drafts = ngram.Propose(q.tokens, max(limit, 0), q.drafts[:0])
 				limit = len(q.drafts)
 			case propPrediction:
 				q.drafts = q.pred.Propose(q.tokens[q.nPrompt:], max(limit, 0), q.drafts[:0])
@@ -337,6 +337,12 @@ func (s *Scheduler) planK() {
 		}
 	}
 }
+
+// ngram is the prompt-lookup proposer: a match must be at least 3 tokens
+// long (llama.cpp's ngram-simple default). With 1-token matches, on the
+// copy-heavy benchmark prompts only 9% of proposed tokens were accepted
+// against llama-server's 40-49% (docs/BENCHMARKS.md, scenario 3).
+var ngram = specdec.NGram{MinN: 3, MaxN: 4}
 
 // kFor is the number of draft tokens sequence q verifies this step.
 func (s *Scheduler) kFor(q *seq, budgetLeft int) int {

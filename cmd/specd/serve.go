@@ -208,7 +208,9 @@ func openLibrary(dir, level string, log *slog.Logger) (*engine.Library, error) {
 // and log lines otherwise.
 func loadModel(ctx context.Context, lib *engine.Library, path, role string, log *slog.Logger, stderr io.Writer) (*engine.Model, error) {
 	start := time.Now()
-	p := engine.ModelParams{Path: path}
+	// All layers go to a GPU when the loaded backend has one (a CUDA, Vulkan
+	// or Metal build in --lib-dir); the CPU build ignores it.
+	p := engine.ModelParams{Path: path, GPULayers: -1}
 	var bar *progressbar.ProgressBar
 	if isTerminal(stderr) {
 		bar = progressbar.NewOptions(100,
