@@ -10,37 +10,20 @@ import (
 	"time"
 
 	"specd/engine"
-	"specd/internal/testenv"
 	"specd/specdec"
 )
 
 // Benchmarks against the real backend. They load stories260K and the heavy
-// test target through the same once as realModels (engine_test.go), which
-// takes a *testing.T; benchModels is its testing.TB twin for benchmarks.
+// test target once per test binary through realModels (engine_test.go).
 //
 //	GGML_NO_BACKTRACE=1 go test -run '^$' -bench 'KVLayout|RealThroughput|PrefixPrefill' -benchtime 2x ./scheduler/
 //
 // docs/BENCHMARKS.md and docs/decisions/ hold the figures.
 
+// benchModels is realModels (engine_test.go), which takes a testing.TB.
 func benchModels(tb testing.TB) (*engine.Library, *engine.Model, *engine.Model) {
 	tb.Helper()
-	dir := testenv.LibDir(tb)
-	sp := testenv.StoriesModel(tb)
-	hp := testenv.HeavyModel(tb)
-	modelsOnce.Do(func() {
-		lib, modelsErr = engine.Open(engine.Options{LibDir: dir})
-		if modelsErr != nil {
-			return
-		}
-		if stories, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: sp}); modelsErr != nil {
-			return
-		}
-		heavy, modelsErr = lib.LoadModel(context.Background(), engine.ModelParams{Path: hp})
-	})
-	if modelsErr != nil {
-		tb.Fatal(modelsErr)
-	}
-	return lib, stories, heavy
+	return realModels(tb)
 }
 
 // benchEngine starts a scheduler over real contexts without the per-step KV

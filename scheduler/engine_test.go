@@ -24,7 +24,7 @@ var (
 
 // realModels loads the backend, stories260K and the heavygen test target
 // once per test binary.
-func realModels(t *testing.T) (*engine.Library, *engine.Model, *engine.Model) {
+func realModels(t testing.TB) (*engine.Library, *engine.Model, *engine.Model) {
 	t.Helper()
 	dir := testenv.LibDir(t)
 	sp := testenv.StoriesModel(t)

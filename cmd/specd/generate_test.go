@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -61,20 +60,7 @@ func specdEnv(t *testing.T) []string {
 // slow each other down.
 func generate(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(specdBinary(t), append([]string{"generate", "--threads", "1"}, args...)...)
-	cmd.Env = specdEnv(t)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		code = ee.ExitCode()
-	}
-	return out.String(), errb.String(), code
+	return run(t, append([]string{"generate", "--threads", "1"}, args...)...)
 }
 
 type greedyRef struct {
@@ -141,9 +127,9 @@ func TestGenerateSpeculationKeepsText(t *testing.T) {
 	heavy, stories := testenv.HeavyModel(t), testenv.StoriesModel(t)
 	rejected := false
 	for _, prompt := range []string{"Once upon a time", "Lily and Tom went to the park"} {
-		base := []string{"--model", heavy, "--prompt", prompt, "-n", "48", "--temperature", "0"}
+		base := []string{"--model", heavy, "--prompt", prompt, "-n", "96", "--temperature", "0"}
 		plain := generateJSON(t, base...)
-		if plain.Tokens != 48 || plain.Proposed != 0 || plain.K != float64(0) {
+		if plain.Tokens != 96 || plain.Proposed != 0 || plain.K != float64(0) {
 			t.Fatalf("plain run: %+v", plain)
 		}
 		runs := []struct {
