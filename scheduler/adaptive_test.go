@@ -45,7 +45,7 @@ func TestRealAdaptiveK(t *testing.T) {
 	hv, lo := load(testenv.CostlyModel(t)), load(testenv.CostlyLowModel(t))
 	kHi, shareHi, aHi := meanK(t, hv, st)
 	kLo, shareLo, aLo := meanK(t, lo, st)
-	kSame, shareSame, _ := meanK(t, st, st)
+	kSame, shareSame, _ := meanK(t, hv, hv)
 	t.Logf("high agreement: alpha %.2f mean k %.2f speculating %.0f%%", aHi, kHi, 100*shareHi)
 	t.Logf("low agreement:  alpha %.2f mean k %.2f speculating %.0f%%", aLo, kLo, 100*shareLo)
 	t.Logf("draft = target: mean k %.2f speculating %.0f%%", kSame, 100*shareSame)
