@@ -592,7 +592,17 @@ func (a *Allocator) releaseSlot(s int32) {
 	sl.state = slotFree
 	sl.table = sl.table[:0]
 	sl.held, sl.n, sl.nHashed, sl.lastHash = 0, 0, 0, 0
+	// Keep the stack sorted, lowest id on top: new sequences take the
+	// lowest free slot, so running slots stay contiguous. With per-sequence
+	// KV streams llama.cpp puts only consecutive sequence ids into one
+	// ubatch (split_equal, sequential): every gap costs a graph compute.
+	i := len(a.freeSlots)
 	a.freeSlots = append(a.freeSlots, s)
+	for i > 0 && a.freeSlots[i-1] < s {
+		a.freeSlots[i] = a.freeSlots[i-1]
+		i--
+	}
+	a.freeSlots[i] = s
 }
 
 // unref drops one reference of b held by running slot s; true if none is

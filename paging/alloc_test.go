@@ -257,3 +257,36 @@ func TestCheckInvariantsDetectsCorruption(t *testing.T) {
 		})
 	}
 }
+
+// New sequences take the lowest free slot, whatever order slots were freed
+// in: with per-sequence KV streams llama.cpp batches only consecutive
+// sequence ids into one ubatch, so running slots must stay contiguous.
+func TestLowestFreeSlotFirst(t *testing.T) {
+	a, err := New(Config{BlockSize: 4, NumBlocks: 64, NumSlots: 8}, nopKV{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit := func() SeqID {
+		s, _, ok := a.Admit([]int32{1, 2, 3})
+		if !ok {
+			t.Fatal("no slot")
+		}
+		return s
+	}
+	for want := SeqID(0); want < 6; want++ {
+		if s := admit(); s != want {
+			t.Fatalf("admission %d got slot %d", want, s)
+		}
+	}
+	for _, s := range []SeqID{4, 1, 5, 2} {
+		a.Free(s)
+	}
+	for _, want := range []SeqID{1, 2, 4, 5, 6} {
+		if s := admit(); s != want {
+			t.Fatalf("got slot %d, want %d", s, want)
+		}
+		if err := a.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -32,9 +32,12 @@ func (a *Allocator) CheckInvariants() error {
 	refs := make([]int32, nb)
 	running, zombies := 0, 0
 	onStack := make([]int, len(a.slots))
-	for _, s := range a.freeSlots {
+	for i, s := range a.freeSlots {
 		if s < 0 || int(s) >= len(a.slots) {
 			return fail("free slot stack holds %d", s)
+		}
+		if i > 0 && a.freeSlots[i-1] < s {
+			return fail("free slot stack not sorted: %d below %d", a.freeSlots[i-1], s)
 		}
 		onStack[s]++
 	}
