@@ -404,8 +404,11 @@ func (a *Allocator) Commit(seq SeqID, tokens []int32) {
 // those still referenced by other sequences stay with them; committed ones
 // nobody references become cached, held by seq's slot, which then stays
 // reserved (a zombie) until they are evicted or reused; the rest return to
-// the free list. ops.Remove drops seq's cells at every other position. seq
-// must not be used afterwards; its SeqID may come back from a later Admit.
+// the free list. ops.Remove drops seq's cells at every other position. If
+// more than MaxCachedBlocks are then cached, the least recently used are
+// evicted: other zombies' blocks first, then seq's own deepest ones (Free is
+// the only way a block becomes cached). seq must not be used afterwards; its
+// SeqID may come back from a later Admit.
 func (a *Allocator) Free(seq SeqID) {
 	sl := a.seq(seq)
 	s := int32(seq)
@@ -438,6 +441,7 @@ func (a *Allocator) Free(seq SeqID) {
 	a.zombies++
 	sl.freedAt = a.clock
 	a.clock++
+	a.shrinkCache(s)
 	start := -1
 	for i, b := range sl.table {
 		if b < 0 {
@@ -642,12 +646,35 @@ func (a *Allocator) take() int32 {
 	return b
 }
 
+// shrinkCache evicts least recently used cached blocks until at most
+// MaxCachedBlocks are cached. Called by Free once freeing's blocks are on
+// the LRU (the most recent): a block freeing holds only leaves its table,
+// since Free then removes freeing's cells at every position it does not
+// hold. freeing keeps at least one block (MaxCachedBlocks >= 1), so it stays
+// a zombie.
+func (a *Allocator) shrinkCache(freeing int32) {
+	for a.nCached > a.cfg.MaxCachedBlocks {
+		b := a.lruHead
+		if a.owner[b] != freeing {
+			a.evict(b)
+			continue
+		}
+		a.drop(b)
+	}
+}
+
 // evict drops cached block b: its holder stops owning its cells, which frees
 // them, and a holder left with nothing is a free slot again.
 func (a *Allocator) evict(b int32) {
+	i := a.idx[b]
+	a.ops.Remove(a.owner[b], i*a.bs, (i+1)*a.bs)
+	a.drop(b)
+}
+
+// drop is evict without the KV removal, which the caller makes.
+func (a *Allocator) drop(b int32) {
 	h := a.owner[b]
 	i := a.idx[b]
-	a.ops.Remove(h, i*a.bs, (i+1)*a.bs)
 	a.lruUnlink(b)
 	a.nCached--
 	a.unindex(b)

@@ -22,6 +22,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no slots", Config{BlockSize: 16, NumBlocks: 4}, "NumSlots"},
 		{"257 slots", Config{BlockSize: 16, NumBlocks: 4, NumSlots: 257}, "NumSlots"},
 		{"too many positions", Config{BlockSize: 1 << 16, NumBlocks: 1 << 15, NumSlots: 1}, "2^30"},
+		{"cache budget of the whole pool", Config{NumBlocks: 4, NumSlots: 1, MaxCachedBlocks: 4}, ""},
+		{"negative cache budget", Config{NumBlocks: 4, NumSlots: 1, MaxCachedBlocks: -1}, "MaxCachedBlocks"},
+		{"cache budget above the pool", Config{NumBlocks: 4, NumSlots: 1, MaxCachedBlocks: 5}, "MaxCachedBlocks"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,6 +46,78 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if got := DefaultConfig(4096, 8); got.BlockSize != 16 || got.NumBlocks != 256 || !got.PrefixCache {
 		t.Fatalf("DefaultConfig(4096, 8) = %+v", got)
+	}
+	// The default cache budget: DefaultMaxCachedTokens, in [1, NumBlocks].
+	for _, tt := range []struct {
+		cfg  Config
+		want int
+	}{
+		{DefaultConfig(4096, 8), 32},
+		{DefaultConfig(65536, 8), 32},
+		{DefaultConfig(256, 8), 16},
+		{Config{BlockSize: 3, NumBlocks: 1000, NumSlots: 1}, 171},
+		{Config{BlockSize: 1024, NumBlocks: 8, NumSlots: 1}, 1},
+		{Config{NumBlocks: 1000, NumSlots: 1, MaxCachedBlocks: 7}, 7},
+	} {
+		if got := tt.cfg.WithDefaults().MaxCachedBlocks; got != tt.want {
+			t.Errorf("%+v: MaxCachedBlocks %d, want %d", tt.cfg, got, tt.want)
+		}
+	}
+}
+
+// Many finished sequences: the cache never holds more than its budget, and
+// what stays is the most recently freed, each sequence's prefix blocks
+// outliving its deeper ones.
+func TestCacheBudget(t *testing.T) {
+	const budget, seqBlocks, bs = 5, 3, 4
+	kv := newFakeKV(64*bs, 8)
+	a, err := New(Config{BlockSize: bs, NumBlocks: 64, NumSlots: 8, PrefixCache: true, MaxCachedBlocks: budget}, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := func(i int) []int32 {
+		p := make([]int32, seqBlocks*bs+1) // 3 full blocks and one token
+		for j := range p {
+			p[j] = int32(100*i + j)
+		}
+		return p
+	}
+	const n = 20
+	for i := 0; i < n; i++ {
+		p := prompt(i)
+		s, cached, ok := a.Admit(p)
+		if !ok || cached != 0 {
+			t.Fatalf("sequence %d: ok %v cached %d", i, ok, cached)
+		}
+		a.Grow(s, len(p))
+		for pos, c := range prefixContents(p) {
+			if err := kv.decode(int32(s), int32(pos), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Commit(s, p)
+		a.Free(s)
+		st := a.Stats()
+		if st.Cached != min(budget, seqBlocks*(i+1)) {
+			t.Fatalf("after %d sequences: %d cached, budget %d", i+1, st.Cached, budget)
+		}
+		if got, want := kv.inUse(), st.Cached*bs; got != want {
+			t.Fatalf("after %d sequences: %d KV cells in use, %d cached blocks", i+1, got, want)
+		}
+		if err := a.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Freed deepest block first: the last 5 freed blocks are sequence n-1's
+	// three and the first two of sequence n-2.
+	for i, want := range map[int]int{n - 1: 3, n - 2: 2, n - 3: 0, 0: 0} {
+		if got := a.Probe(prompt(i)).Cached / bs; got != want {
+			t.Errorf("sequence %d: %d blocks still cached, want %d", i, got, want)
+		}
+	}
+	st := a.Stats()
+	if st.Evictions != uint64(n*seqBlocks-budget) || st.Zombies != 2 {
+		t.Errorf("stats %+v: want %d evictions, 2 zombies", st, n*seqBlocks-budget)
 	}
 }
 
@@ -202,6 +277,36 @@ func TestNoAllocations(t *testing.T) {
 	if n := testing.AllocsPerRun(100, cycle); n != 0 {
 		t.Fatalf("%v allocations per admit/grow/trim/commit/free cycle", n)
 	}
+
+	// A small cache budget: every Free evicts the other prompt's blocks.
+	a, err = New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true, MaxCachedBlocks: 8}, nopKV{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := make([]int32, len(prompt))
+	for i := range other {
+		other[i] = int32(1000 + i)
+	}
+	turn := 0
+	evicting := func() {
+		p := prompt
+		if turn++; turn%2 == 0 {
+			p = other
+		}
+		s, cached, _ := a.Admit(p)
+		a.Grow(s, len(p)-cached)
+		a.Commit(s, p)
+		a.Free(s)
+	}
+	evicting()
+	evicting()
+	before := a.Stats().Evictions
+	if n := testing.AllocsPerRun(100, evicting); n != 0 {
+		t.Fatalf("%v allocations per cycle that evicts to the cache budget", n)
+	}
+	if a.Stats().Evictions == before {
+		t.Fatal("the budget cycle evicted nothing")
+	}
 }
 
 type nopKV struct{}
@@ -246,6 +351,7 @@ func TestCheckInvariantsDetectsCorruption(t *testing.T) {
 		{"owner not holding", func(a *Allocator, x, y SeqID) { a.owner[a.slots[x].table[3]] = int32(y) }},
 		{"slot on the free stack twice", func(a *Allocator, x, y SeqID) { a.freeSlots = append(a.freeSlots, 3) }},
 		{"LRU link", func(a *Allocator, x, y SeqID) { a.prev[a.lruHead] = 5 }},
+		{"over the cache budget", func(a *Allocator, x, y SeqID) { a.cfg.MaxCachedBlocks = 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

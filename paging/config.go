@@ -11,6 +11,21 @@ const MaxSlots = 256
 // DefaultBlockSize is the block size in tokens when Config.BlockSize is 0.
 const DefaultBlockSize = 16
 
+// DefaultMaxCachedTokens sizes the prefix cache when Config.MaxCachedBlocks
+// is 0: ceil(512 / BlockSize) blocks (32 of 16 tokens), at most NumBlocks.
+//
+// With llama.cpp's unified KV every decode attends over the pool's whole used
+// cell range, cached cells included (masked), so each cached cell slows every
+// decode. The default bounds that scan in cells, whatever the pool size: in
+// BenchmarkPrefixPrefill a 1024-cell pool (a running 400-token request plus
+// ~38 cached blocks) met the >= 5x warm/cold goal and a 4096-cell pool full
+// of cached blocks did not (docs/decisions/0005-prefix-cache-budget.md).
+// 512 tokens keep such a prompt's shared prefix; a longer prompt keeps its
+// first 512 tokens (a sequence's deepest blocks are evicted first). Models
+// whose weights dominate a decode pay far less per cached cell and gain from
+// a larger budget.
+const DefaultMaxCachedTokens = 512
+
 // Config sizes an Allocator. Zero fields take the documented defaults
 // (WithDefaults); the zero value of PrefixCache turns prefix caching off,
 // DefaultConfig turns it on.
@@ -27,6 +42,12 @@ type Config struct {
 	// PrefixCache keeps committed full blocks after their sequences end and
 	// lets new prompts reuse them. DefaultConfig: true.
 	PrefixCache bool
+	// MaxCachedBlocks bounds the cached blocks: committed blocks no running
+	// sequence references, kept only for later prompts. When Free leaves
+	// more, the least recently used are evicted at once instead of lazily in
+	// Grow. 0 = ceil(DefaultMaxCachedTokens / BlockSize), at most NumBlocks;
+	// otherwise in [1, NumBlocks] (NumBlocks: no bound beyond the pool).
+	MaxCachedBlocks int
 }
 
 // DefaultConfig is the configuration for a context of ctxSize cells shared
@@ -44,6 +65,9 @@ func DefaultConfig(ctxSize, numSlots int) Config {
 func (c Config) WithDefaults() Config {
 	if c.BlockSize == 0 {
 		c.BlockSize = DefaultBlockSize
+	}
+	if c.MaxCachedBlocks == 0 && c.BlockSize > 0 {
+		c.MaxCachedBlocks = max(1, min(c.NumBlocks, (DefaultMaxCachedTokens+c.BlockSize-1)/c.BlockSize))
 	}
 	return c
 }
@@ -63,6 +87,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: NumBlocks×BlockSize = %d positions exceeds 2^30", ErrConfig, int64(c.NumBlocks)*int64(c.BlockSize))
 	case c.NumSlots < 1 || c.NumSlots > MaxSlots:
 		return fmt.Errorf("%w: NumSlots %d not in [1, %d]", ErrConfig, c.NumSlots, MaxSlots)
+	case c.MaxCachedBlocks < 1 || c.MaxCachedBlocks > c.NumBlocks:
+		return fmt.Errorf("%w: MaxCachedBlocks %d not in [0, NumBlocks %d] (0 = default)", ErrConfig, c.MaxCachedBlocks, c.NumBlocks)
 	}
 	return nil
 }

@@ -31,10 +31,17 @@
 // some slot to stay cached: its holder is the sequence that released it last.
 // A finished sequence whose slot holds cached blocks is a zombie: its slot
 // stays reserved, owning exactly the held blocks' positions, until those are
-// evicted (lazily, least recently used first, when Grow finds the free list
-// empty) or reused. A zombie whose last block goes frees its slot. Under slot
-// pressure Admit takes over a zombie slot, preferring the one holding the
-// prompt's own blocks (a returning conversation then needs no copy at all).
+// evicted (least recently used first: lazily when Grow finds the free list
+// empty, and at once when a Free leaves more than Config.MaxCachedBlocks
+// cached) or reused. A zombie whose last block goes frees its slot. Under
+// slot pressure Admit takes over a zombie slot, preferring the one holding
+// the prompt's own blocks (a returning conversation then needs no copy at
+// all).
+//
+// The budget exists because cached cells are not free in a unified KV: every
+// decode attends over the pool's whole used cell range, cached cells
+// included (masked), so a pool full of cached blocks slows every decode (see
+// docs/decisions/0005-prefix-cache-budget.md).
 //
 // Rollback is subtraction: Trim drops the tail of rejected draft positions.
 // Only committed full blocks are hashed, so draft tokens never enter the
@@ -87,12 +94,12 @@
 // Grow, Trim, Commit, Free, Admit and Probe do not allocate once each slot's
 // block table has grown to its longest sequence (tables keep their capacity).
 // Grow and Trim are O(blocks taken or released); Admit is O(prompt length +
-// NumSlots); Free is O(blocks). An Allocator is not safe for concurrent use:
-// the scheduler goroutine owns it. Misuse (an unknown or freed SeqID, a
-// negative count, committing more tokens than reserved) panics; errors are
-// only for configuration (ErrConfig). CheckInvariants verifies the whole
-// state; the `invariants` build tag (and -race) runs it after every
-// mutation.
+// NumSlots); Free is O(blocks released or evicted). An Allocator is not safe
+// for concurrent use: the scheduler goroutine owns it. Misuse (an unknown or
+// freed SeqID, a negative count, committing more tokens than reserved)
+// panics; errors are only for configuration (ErrConfig). CheckInvariants
+// verifies the whole state; the `invariants` build tag (and -race) runs it
+// after every mutation.
 //
 // Stats reports blocks Total = Used + Cached + Free, slots and the
 // prefix-cache counters (queries and hits, in blocks) for /metrics;

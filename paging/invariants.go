@@ -20,9 +20,9 @@ func (a *Allocator) checkAfter(op string) {
 // CheckInvariants verifies the whole state: every block is in exactly one of
 // {referenced, free list, LRU}; reference counts equal table membership;
 // counters match; cached blocks have a zombie holder whose table points at
-// them; prefix-table entries point at committed blocks with their own hash;
-// slot states are consistent. O(blocks × slots); for tests and the
-// `invariants` build tag.
+// them, and number at most MaxCachedBlocks; prefix-table entries point at
+// committed blocks with their own hash; slot states are consistent.
+// O(blocks × slots); for tests and the `invariants` build tag.
 func (a *Allocator) CheckInvariants() error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvariant, fmt.Sprintf(format, args...))
@@ -145,6 +145,9 @@ func (a *Allocator) CheckInvariants() error {
 	}
 	if nFree != a.nFree || nLRU != a.nCached {
 		return fail("lists hold %d free %d cached, counters %d %d", nFree, nLRU, a.nFree, a.nCached)
+	}
+	if a.nCached > a.cfg.MaxCachedBlocks {
+		return fail("%d cached blocks, budget %d", a.nCached, a.cfg.MaxCachedBlocks)
 	}
 	nIndexed := 0
 	for b := 0; b < nb; b++ {

@@ -331,7 +331,12 @@ func TestRandomOperations(t *testing.T) {
 	}
 	for ci, cfg := range configs {
 		for seed := int64(1); seed <= 6; seed++ {
-			t.Run(fmt.Sprintf("cfg%d/seed%d", ci, seed), func(t *testing.T) {
+			cfg := cfg
+			if seed%2 == 0 {
+				// A small cache budget, so Free evicts at once.
+				cfg.MaxCachedBlocks = 1 + rand.New(rand.NewSource(seed*100+int64(ci))).Intn(min(cfg.NumBlocks, 6))
+			}
+			t.Run(fmt.Sprintf("cfg%d/seed%d/cached%d", ci, seed, cfg.WithDefaults().MaxCachedBlocks), func(t *testing.T) {
 				h := newHarness(t, cfg, rand.New(rand.NewSource(seed)))
 				for i := 0; i < steps; i++ {
 					h.step()
@@ -373,6 +378,9 @@ func FuzzOperations(f *testing.F) {
 			NumBlocks:   4 + int(data[1]%24),
 			NumSlots:    1 + int(data[0]/5%4),
 			PrefixCache: data[1] < 224,
+		}
+		if data[0] >= 128 {
+			cfg.MaxCachedBlocks = 1 + int(data[1]/24%4) // a small cache budget
 		}
 		r := &byteChooser{data: data, i: 2}
 		h := newHarness(t, cfg, r)

@@ -16,7 +16,8 @@ var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testda
 // TestTraces runs the command scripts under testdata/. Each case is a
 // command, a line "----", the expected output, and a blank line:
 //
-//	new blocks=8 block=4 slots=2 [nocache]  a fresh allocator
+//	new blocks=8 block=4 slots=2 [cached=N] [nocache]
+//	                                        a fresh allocator (cached: MaxCachedBlocks)
 //	admit NAME prompt=0..10,7,7             tokens 0…9 then 7 7
 //	probe prompt=SPEC
 //	grow NAME N                             tokens past the prompt are 1000+position
@@ -187,6 +188,9 @@ func (tr *tracer) run(c traceCase) string {
 	switch f[0] {
 	case "new":
 		cfg := Config{BlockSize: atoi(kv["block"]), NumBlocks: atoi(kv["blocks"]), NumSlots: atoi(kv["slots"]), PrefixCache: true}
+		if v, ok := kv["cached"]; ok {
+			cfg.MaxCachedBlocks = atoi(v)
+		}
 		for _, p := range pos {
 			if p == "nocache" {
 				cfg.PrefixCache = false
