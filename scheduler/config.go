@@ -25,6 +25,13 @@ type Config struct {
 	// PrefixCache reuses KV of shared prompt prefixes. Default on (set
 	// DisablePrefixCache to turn it off).
 	DisablePrefixCache bool
+	// PrefixCacheBlocks bounds the blocks the prefix cache keeps after their
+	// requests end (paging.Config.MaxCachedBlocks). With a unified pool
+	// every decode attends over the cached cells too, so they cost time.
+	// Default 0: paging.DefaultMaxCachedTokens (512) tokens' worth, at most
+	// the pool; CtxSize/BlockSize: no bound but the pool.
+	// docs/decisions/0005-prefix-cache-budget.md.
+	PrefixCacheBlocks int
 	// SplitKV gives every sequence its own KV stream of CtxSize/MaxRunning
 	// cells (llama.cpp kv_unified=false, as llama-server runs by default)
 	// instead of one pool shared by all. Attention then scans only the
@@ -106,6 +113,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("block size %d: must be in 1..1024", c.BlockSize)
 	case c.CtxSize/c.BlockSize < 1:
 		return fmt.Errorf("ctx-size %d is smaller than one block (%d)", c.CtxSize, c.BlockSize)
+	case c.PrefixCacheBlocks < 0 || c.PrefixCacheBlocks > c.CtxSize/c.BlockSize:
+		return fmt.Errorf("prefix-cache-blocks %d: must be in 0..%d (ctx-size / block size; 0 = default)", c.PrefixCacheBlocks, c.CtxSize/c.BlockSize)
 	case c.Preemption != "recompute" && c.Preemption != "swap":
 		return fmt.Errorf("preemption %q: must be recompute or swap", c.Preemption)
 	case c.Proposer != "" && c.Proposer != "draft" && c.Proposer != "ngram" && c.Proposer != "none":

@@ -121,15 +121,56 @@ func TestRealPrefixCacheOneTokenRequest(t *testing.T) {
 	}
 }
 
+// TestPrefixCacheBudget (fake engine): finished requests leave at most
+// PrefixCacheBlocks blocks cached, whose cells are all the KV left; the
+// default is paging's (512 tokens' worth); out-of-range budgets are errors.
+func TestPrefixCacheBudget(t *testing.T) {
+	const budget, bs = 6, 8
+	cfg := Config{CtxSize: 1024, MaxRunning: 4, MaxBatchTokens: 256, KMax: 4, BlockSize: bs, PrefixCacheBlocks: budget}
+	r := newRig(t, cfg, false)
+	runAll(t, r.s, mkJobs(24, 9, 0))
+	waitIdle(t, r.s)
+	r.s.Close()
+	<-r.s.Done()
+	st := r.s.alloc.Stats()
+	if st.Cached == 0 || st.Cached > budget || st.Evictions == 0 {
+		t.Fatalf("budget %d: %+v", budget, st)
+	}
+	if n := r.target.usedCells(); n != st.Cached*bs {
+		t.Fatalf("%d KV cells left, %d cached blocks of %d", n, st.Cached, bs)
+	}
+
+	newSched := func(c Config) (*Scheduler, error) {
+		return New(c, newFake(fakeVocabN, c.CtxSize+64, 0), nil, fakeVocab{fakeVocabN}, nil)
+	}
+	s, err := newSched(Config{CtxSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.alloc.Config().MaxCachedBlocks; got != 32 {
+		t.Fatalf("default budget %d blocks, want 32 (512 tokens of 16)", got)
+	}
+	for _, bad := range []int{-1, cfg.CtxSize/bs + 1} {
+		c := cfg
+		c.PrefixCacheBlocks = bad
+		if _, err := newSched(c); err == nil {
+			t.Fatalf("PrefixCacheBlocks %d accepted", bad)
+		}
+	}
+}
+
 // BenchmarkPrefixPrefill: admission-to-first-token time (Usage.PromptTime)
 // of a 400-token prompt that shares 360 tokens with a finished request
 // (warm, 352 tokens from the cache) against the same prompt with the prefix
 // cache off (cold). Each iteration uses a prompt no earlier one shares a
 // block with. Metrics: mean cold and warm prompt time and their ratio.
+// Both pool sizes run with the default prefix-cache budget
+// (paging.DefaultMaxCachedTokens), which should keep the ratio from falling
+// with the pool's size (docs/decisions/0005-prefix-cache-budget.md).
 func BenchmarkPrefixPrefill(b *testing.B) {
 	for _, th := range []int{1, 2} {
-		// ctx: the unified pool's size. Cached blocks stay in it, and every
-		// decode attends over the pool's whole used range.
+		// ctx: the unified pool's size. Cached blocks stay in it, up to the
+		// budget, and every decode attends over the pool's whole used range.
 		for _, ctx := range []int{1024, 4096} {
 			b.Run(fmt.Sprintf("threads=%d/ctx=%d", th, ctx), func(b *testing.B) { benchPrefixPrefill(b, th, ctx) })
 		}

@@ -104,10 +104,11 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 		},
 	}
 	alloc, err := paging.New(paging.Config{
-		BlockSize:   cfg.BlockSize,
-		NumBlocks:   cfg.CtxSize / cfg.BlockSize,
-		NumSlots:    NumSlots(cfg),
-		PrefixCache: !cfg.DisablePrefixCache,
+		BlockSize:       cfg.BlockSize,
+		NumBlocks:       cfg.CtxSize / cfg.BlockSize,
+		NumSlots:        NumSlots(cfg),
+		PrefixCache:     !cfg.DisablePrefixCache,
+		MaxCachedBlocks: cfg.PrefixCacheBlocks,
 	}, kvOps{s})
 	if err != nil {
 		return nil, err
