@@ -41,33 +41,34 @@ import (
 // ("draft" when a draft is given, else "none"). configs/specd.yaml
 // documents every key.
 type Config struct {
-	Model            string        `yaml:"model"`
-	Draft            string        `yaml:"draft"`
-	ModelAlias       string        `yaml:"model_alias"`
-	LibDir           string        `yaml:"lib_dir"`
-	ChatTemplate     string        `yaml:"chat_template"`
-	Threads          int           `yaml:"threads"`
-	CtxSize          int           `yaml:"ctx_size"`
-	Parallel         int           `yaml:"parallel"`
-	BatchSize        int           `yaml:"batch_size"`
-	BlockSize        int           `yaml:"block_size"`
-	KVLayout         string        `yaml:"kv_layout"`
-	PrefixCache      bool          `yaml:"prefix_cache"`
-	Preemption       string        `yaml:"preemption"`
-	MaxWaiting       int           `yaml:"max_waiting"`
-	Speculative      SpecConfig    `yaml:"speculative"`
-	FlashAttn        string        `yaml:"flash_attn"`
-	KVType           string        `yaml:"kv_type"`
-	Host             string        `yaml:"host"`
-	Port             int           `yaml:"port"`
-	APIKeys          []string      `yaml:"api_keys"`
-	MaxBodyBytes     int           `yaml:"max_body_bytes"`
-	RequestTimeout   time.Duration `yaml:"request_timeout"`
-	ShutdownGrace    time.Duration `yaml:"shutdown_grace"`
-	DefaultMaxTokens int           `yaml:"default_max_tokens"`
-	LogFormat        string        `yaml:"log_format"`
-	LogLevel         string        `yaml:"log_level"`
-	file             string        // the config file read, for messages
+	Model             string        `yaml:"model"`
+	Draft             string        `yaml:"draft"`
+	ModelAlias        string        `yaml:"model_alias"`
+	LibDir            string        `yaml:"lib_dir"`
+	ChatTemplate      string        `yaml:"chat_template"`
+	Threads           int           `yaml:"threads"`
+	CtxSize           int           `yaml:"ctx_size"`
+	Parallel          int           `yaml:"parallel"`
+	BatchSize         int           `yaml:"batch_size"`
+	BlockSize         int           `yaml:"block_size"`
+	KVLayout          string        `yaml:"kv_layout"`
+	PrefixCache       bool          `yaml:"prefix_cache"`
+	PrefixCacheBlocks int           `yaml:"prefix_cache_blocks"`
+	Preemption        string        `yaml:"preemption"`
+	MaxWaiting        int           `yaml:"max_waiting"`
+	Speculative       SpecConfig    `yaml:"speculative"`
+	FlashAttn         string        `yaml:"flash_attn"`
+	KVType            string        `yaml:"kv_type"`
+	Host              string        `yaml:"host"`
+	Port              int           `yaml:"port"`
+	APIKeys           []string      `yaml:"api_keys"`
+	MaxBodyBytes      int           `yaml:"max_body_bytes"`
+	RequestTimeout    time.Duration `yaml:"request_timeout"`
+	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
+	DefaultMaxTokens  int           `yaml:"default_max_tokens"`
+	LogFormat         string        `yaml:"log_format"`
+	LogLevel          string        `yaml:"log_level"`
+	file              string        // the config file read, for messages
 }
 
 // SpecConfig is the `speculative` section: the default proposer and k of
@@ -119,6 +120,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"block_size", "block-size", "KV paging block in tokens"},
 	{"kv_layout", "kv-layout", "KV cache layout: streams (one per sequence, fastest) or unified (one shared pool; needed for prefix_cache)"},
 	{"prefix_cache", "prefix-cache", "reuse the KV of shared prompt prefixes (needs kv_layout unified)"},
+	{"prefix_cache_blocks", "prefix-cache-blocks", "most KV blocks the prefix cache keeps after their requests end (0 = 512 tokens' worth; at most ctx_size / block_size)"},
 	{"preemption", "preemption", "when KV blocks run out: recompute or swap"},
 	{"max_waiting", "max-waiting", "waiting queue bound; beyond it requests get 429"},
 	{"speculative.proposer", "proposer", "default proposer: draft, ngram or none (default: draft with --draft, else none)"},
@@ -411,6 +413,7 @@ func (c Config) SchedulerConfig() scheduler.Config {
 		MaxWaiting:         c.MaxWaiting,
 		BlockSize:          c.BlockSize,
 		DisablePrefixCache: !c.PrefixCache,
+		PrefixCacheBlocks:  c.PrefixCacheBlocks,
 		SplitKV:            c.KVLayout == "streams",
 		Preemption:         c.Preemption,
 		Proposer:           c.Speculative.Proposer,

@@ -64,7 +64,7 @@ func TestConfigLayers(t *testing.T) {
 			if c.Model != filepath.Join(dir, "m.gguf") {
 				return "model not resolved against the file's folder: " + c.Model
 			}
-			if c.CtxSize != 4096 || c.Host != "127.0.0.1" || c.PrefixCache || c.KVLayout != "streams" || c.ShutdownGrace != 10*time.Second {
+			if c.CtxSize != 4096 || c.Host != "127.0.0.1" || c.PrefixCache || c.PrefixCacheBlocks != 0 || c.KVLayout != "streams" || c.ShutdownGrace != 10*time.Second {
 				return "defaults lost"
 			}
 			if c.ModelAlias != "m" || c.BatchSize != 512 || c.Threads < 1 {
@@ -72,20 +72,24 @@ func TestConfigLayers(t *testing.T) {
 			}
 			return ""
 		}},
-		{"flags over file", []string{"--config", file, "--port", "9001", "--spec-k", "0", "--prefix-cache=false", "--api-key", "x", "--api-key", "y,z"}, nil, func(c Config) string {
-			if c.Port != 9001 || c.Speculative.K != 0 || c.PrefixCache || c.Parallel != 3 {
+		{"flags over file", []string{"--config", file, "--port", "9001", "--spec-k", "0", "--prefix-cache=false", "--prefix-cache-blocks", "64", "--api-key", "x", "--api-key", "y,z"}, nil, func(c Config) string {
+			if c.Port != 9001 || c.Speculative.K != 0 || c.PrefixCache || c.Parallel != 3 || c.PrefixCacheBlocks != 64 {
 				return "flags not applied over the file"
+			}
+			if c.SchedulerConfig().PrefixCacheBlocks != 64 {
+				return "prefix_cache_blocks not passed to the scheduler"
 			}
 			if !reflect.DeepEqual(c.APIKeys, []string{"f1", "x", "y", "z"}) {
 				return "flag api keys should add to the file's"
 			}
 			return ""
 		}},
-		{"env over flags", []string{"--config", file, "--port", "9001"}, map[string]string{
+		{"env over flags", []string{"--config", file, "--port", "9001", "--prefix-cache-blocks", "64"}, map[string]string{
 			"SPECD_PORT": "9002", "SPECD_SPECULATIVE_K": "5", "SPECD_API_KEYS": "a,b", "SPECD_API_KEY": "c",
 			"SPECD_REQUEST_TIMEOUT": "90s", "SPECD_PREFIX_CACHE": "false", "SPECD_THREADS": "",
+			"SPECD_PREFIX_CACHE_BLOCKS": "48",
 		}, func(c Config) string {
-			if c.Port != 9002 || c.Speculative.K != 5 || c.RequestTimeout != 90*time.Second || c.PrefixCache {
+			if c.Port != 9002 || c.Speculative.K != 5 || c.RequestTimeout != 90*time.Second || c.PrefixCache || c.PrefixCacheBlocks != 48 {
 				return "env not applied over flags"
 			}
 			if !reflect.DeepEqual(c.APIKeys, []string{"a", "b", "c"}) {
@@ -160,6 +164,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log format", "", []string{"--model", m, "--log-format", "xml"}, nil, `log_format "xml"`},
 		{"bad log level", "model: m.gguf\nlog_level: loud\n", nil, nil, `log_level "loud"`},
 		{"batch too small", "", []string{"--model", m, "--parallel", "8", "--batch-size", "16"}, nil, `batch budget 16`},
+		{"negative prefix cache blocks", "", []string{"--model", m, "--prefix-cache-blocks", "-1"}, nil, `prefix-cache-blocks -1`},
+		{"prefix cache blocks above the pool", "model: m.gguf\nctx_size: 1024\nkv_layout: unified\nprefix_cache: true\nprefix_cache_blocks: 65\n", nil, nil, `prefix-cache-blocks 65: must be in 0\.\.64`},
 		{"missing config file", "", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, `config: open .*none.yaml`},
 	}
 	for _, tt := range tests {
