@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"testing"
+)
+
+// BenchmarkCeiling is the backend's own limit for the serving workload of
+// bench/compare.sh scenario 1: c streams, each a 128-token prompt and 128
+// greedy output tokens, no HTTP, no scheduler, perfectly batched (all
+// prompts prefilled together in 512-token batches, then 128 decodes of c
+// tokens, one KV stream per sequence of 384 cells as `specd serve
+// --ctx-size c*384 --parallel c`). No daemon on the same build can beat
+// it: it is what a server's output tok/s is to be read against
+// (docs/BENCHMARKS.md). The model is stories260K or $SPECD_TEST_MODEL;
+// threads 2 or $SPECD_BENCH_THREADS.
+func BenchmarkCeiling(b *testing.B) {
+	for _, c := range []int{1, 4, 16, 32} {
+		b.Run(fmt.Sprintf("c=%d", c), func(b *testing.B) { benchCeiling(b, c, 128, 128) })
+	}
+}
+
+func benchCeiling(b *testing.B, nSeq, nIn, nOut int) {
+	const nBatch = 512
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: nSeq * 384, NSeqMax: nSeq, NBatch: nBatch, NUBatch: nBatch,
+		NOutputsMax: max(nSeq, 1), Threads: benchThreads(), FlashAttn: FlashAttnOff,
+		TypeK: benchKV(), TypeV: benchKV()})
+	batch := newBatch(b, l, nBatch)
+	next := make([]int32, nSeq)
+	rows := make([]int, nSeq)
+	nv := m.Vocab().NTokens()
+	request := func() {
+		c.ClearKV()
+		// Prefill: every prompt, in batches of up to nBatch tokens, logits
+		// for each prompt's last token.
+		batch.Reset()
+		for s := range nSeq {
+			for p := range nIn {
+				if batch.Len() == nBatch {
+					if err := c.Decode(batch); err != nil {
+						b.Fatal(err)
+					}
+					fetch(c, next, rows, nSeq)
+					batch.Reset()
+				}
+				last := p == nIn-1
+				r := batch.Add(int32(1+(s*131+p*7)%(nv-1)), int32(p), int32(s), last)
+				if last {
+					rows[s] = r
+				} else if p == 0 {
+					rows[s] = -1
+				}
+			}
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		fetch(c, next, rows, nSeq)
+		for i := 1; i < nOut; i++ {
+			batch.Reset()
+			for s := range nSeq {
+				rows[s] = batch.Add(next[s], int32(nIn+i-1), int32(s), true)
+			}
+			if err := c.Decode(batch); err != nil {
+				b.Fatal(err)
+			}
+			fetch(c, next, rows, nSeq)
+		}
+	}
+	request() // warm up
+	b.ResetTimer()
+	for range b.N {
+		request()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*nSeq*nOut)/b.Elapsed().Seconds(), "out-tok/s")
+}
+
+// benchKV is the KV cache type: f16 (llama.cpp's default) or $SPECD_BENCH_KV.
+func benchKV() KVType {
+	if t := os.Getenv("SPECD_BENCH_KV"); t != "" {
+		return KVType(t)
+	}
+	return "f16"
+}
+
+// fetch takes the greedy token of every sequence whose row is in the batch
+// just decoded, and marks the rows consumed.
+func fetch(c *Context, next []int32, rows []int, n int) {
+	for s := range n {
+		if rows[s] >= 0 {
+			next[s] = argmax(c.Logits(rows[s]))
+			rows[s] = -1
+		}
+	}
+}
+
+// BenchmarkVerifyCost is the cost v of a speculative verify pass relative
+// to a plain decode: one sequence with a 128-token history decodes n tokens
+// in one llama_decode (logits for all n), n = 1..9; ms/pass for n = k+1
+// divided by ms/pass for n = 1 is v(k) in the Leviathan bound
+// E / (k·c + v). Run it on the benchmark target:
+// SPECD_TEST_MODEL=.cache/models/heavy-q8.gguf SPECD_BENCH_THREADS=1.
+func BenchmarkVerifyCost(b *testing.B) {
+	for n := 1; n <= 9; n++ {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchVerify(b, n) })
+	}
+}
+
+func benchVerify(b *testing.B, n int) {
+	const hist = 128
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: 512, NSeqMax: 1, NBatch: 512, NUBatch: 512,
+		Threads: benchThreads(), FlashAttn: FlashAttnOff, TypeK: benchKV(), TypeV: benchKV()})
+	batch := newBatch(b, l, 512)
+	nv := m.Vocab().NTokens()
+	batch.Reset()
+	for p := range hist {
+		batch.Add(int32(1+p*7%(nv-1)), int32(p), 0, false)
+	}
+	if err := c.Decode(batch); err != nil {
+		b.Fatal(err)
+	}
+	pass := func() {
+		batch.Reset()
+		for j := range n {
+			batch.Add(int32(1+j*13%(nv-1)), int32(hist+j), 0, true)
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		for j := range n {
+			_ = argmax(c.Logits(j))
+		}
+		c.SeqRemove(0, hist, -1)
+	}
+	for range 3 {
+		pass()
+	}
+	b.ResetTimer()
+	for range b.N {
+		pass()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/pass")
+}
