@@ -8,7 +8,7 @@
 #
 # usage: bench/compare.sh [--scenario LIST|all] [--runs N] [--quick]
 #                         [--sides specd,llama] [--threads T] [--out DIR]
-#                         [--doc | --no-doc]
+#                         [--same-backend] [--doc | --no-doc]
 #        bench/compare.sh --report DIR [same flags]   (redo the tables from DIR's raw results)
 #
 # Scenarios (LIST like 1,3):
@@ -16,12 +16,18 @@
 #   2  heavy target + stories260K draft, draft speculation k=4 on both, c 1/4/16
 #   3  heavy target, n-gram speculation on both, copy-heavy prompts (bench/copy.jsonl)
 #   4  heavy target, long shared-prefix prompts, prefix caching on both sides
-#   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8
+#   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8;
+#      llama-server at each k (one start per k), temperature 0
 #
 # --quick: one run (unless --runs), concurrency 1 and 4 only (scenario 1
 #          keeps all: it is cheap), 32 output tokens, k 0..4; writes no doc
 #          unless --doc (its figures are for checking the pipeline).
 # --sides llama (or specd): run one server only (no ratios).
+# --same-backend: specd loads llama-server's own shared libraries
+#          (SPECD_LIB_DIR=$LLAMA_BIN) instead of the npm build, so both
+#          servers run the same compiled kernels and the ratios measure the
+#          daemons alone (the npm build's CPU kernels are slower at prefill
+#          on some CPUs than a native build: docs/BENCHMARKS.md).
 #
 # Environment (all optional): SPECD (binary, default bin/specd, built by
 # `make build`), LLAMA_BIN (folder with llama-server, default
@@ -42,6 +48,7 @@ THREADS="${THREADS:-$(nproc)}"
 DOC=auto
 OUT=""
 REPORT_ONLY=0
+SAME_BACKEND=0
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
@@ -55,6 +62,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --report) OUT="$2"; REPORT_ONLY=1; shift 2 ;;
+    --same-backend) SAME_BACKEND=1; shift ;;
     --doc) DOC=1; shift ;;
     --no-doc) DOC=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -101,6 +109,10 @@ if [ "$SPECD" = "$root/bin/specd" ]; then
   make -C "$root" build >/dev/null
 fi
 [ -x "$SPECD" ] || die "no specd binary at $SPECD"
+if [ "$SAME_BACKEND" = 1 ]; then
+  [ -x "$LLAMA_BIN/llama-server" ] || die "--same-backend needs llama-server's build in $LLAMA_BIN"
+  export SPECD_LIB_DIR="$LLAMA_BIN"
+fi
 if has "$SIDES" specd && [ ! -d "$SPECD_LIB_DIR" ]; then make -C "$root" backend >&2; fi
 [ -f "$STORIES" ] || die "no model at $STORIES"
 fi
@@ -268,6 +280,25 @@ scenario5() {
     done
   done
   stop specd
+  # llama-server's draft length is a server flag: one start per k, the same
+  # requests (seed, prompts, temperature 0) as specd's sweep, k = 0 without
+  # a draft model. Gives each server's best k for the single-stream goal.
+  has "$SIDES" llama || return 0
+  local kmax="${ks#0..}"
+  for r in $(seq 1 "$RUNS"); do
+    for k in $(seq 0 "$kmax"); do
+      log "scenario 5 llama-server k=$k run $r/$RUNS"
+      if [ "$k" = 0 ]; then
+        llama_cmd "$HEAVY" "" 1 512 --no-cache-prompt
+      else
+        llama_cmd "$HEAVY" "$STORIES" 1 512 --no-cache-prompt --spec-type draft-simple --spec-draft-n-max "$k"
+      fi
+      start llama "s5-llama-k$k" "${CMD[@]}"
+      bench llama "$dir/llama.k$k.r$r.json" --seed "$r" --concurrency 1 --requests "$(reqs 2)" \
+        --temperature 0 --input-tokens 64 --output-tokens "$OUTTOK" --warmup 1
+      stop llama
+    done
+  done
 }
 
 if [ "$REPORT_ONLY" = 0 ]; then
@@ -323,7 +354,12 @@ section="$OUT/section.md"
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- command: \`bench/compare.sh --scenario $SCENARIOS --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick') --sides $SIDES --threads $THREADS\`"
+  echo "- command: \`bench/compare.sh --scenario $SCENARIOS --runs $RUNS$([ "$QUICK" = 1 ] && echo ' --quick') --sides $SIDES --threads $THREADS$([ "$SAME_BACKEND" = 1 ] && echo ' --same-backend')\`"
+  if [ "$SAME_BACKEND" = 1 ]; then
+    echo "- backend: **the same build on both sides** (specd loads llama-server's shared libraries)"
+  else
+    echo "- backend: specd on the npm build (\`make backend\`), llama-server on its own CMake build of the same tree"
+  fi
   echo "- each cell: median (min–max) of $RUNS run(s); ratio = specd / llama-server of the medians (> 1 is better for specd in tok/s and req/s, worse in ms)"
   [ "$QUICK" = 1 ] && echo "- **quick mode**: fewer points, 32 output tokens, few requests per point — a pipeline check, not a result"
   [ "$SIDES" = llama ] && echo "- **llama-server only**: specd was not run, so there are no ratios"
@@ -386,6 +422,28 @@ section="$OUT/section.md"
         echo "$row |"
       done
     done
+    if ls "$OUT/s5"/llama.k*.r*.json >/dev/null 2>&1; then
+      echo
+      echo "temperature 0, each server at each k (llama-server restarted per k with \`--spec-draft-n-max k\`; k = 0: no draft model); same prompts and seeds:"
+      [ -f "$OUT/logs/s5-llama-k1.cmd" ] && echo "- llama (k = 1): \`$(sanitize <"$OUT/logs/s5-llama-k1.cmd")\`"
+      echo
+      echo "| k | specd output tok/s | llama-server output tok/s | specd / llama | specd acceptance | llama-server acceptance |"
+      echo "|---:|---:|---:|---:|---:|---:|"
+      best_s=0; best_l=0; bk_s=; bk_l=
+      for f in $(ls "$OUT/s5"/llama.k*.r1.json | sed 's/.*llama\.k\([0-9]*\)\..*/\1/' | sort -n); do
+        k="$f"
+        read -r sm slo shi < <(collect "$OUT/s5/t0.r*.json" ".sweep.curve[] | select(.k == $k) | .output_throughput" | stats)
+        read -r lm llo lhi < <(collect "$OUT/s5/llama.k$k.r*.json" '.points[0].summary.output_throughput' | stats)
+        read -r sa salo sahi < <(collect "$OUT/s5/t0.r*.json" ".sweep.curve[] | select(.k == $k) | .acceptance_rate" | stats)
+        read -r la lalo lahi < <(collect "$OUT/s5/llama.k$k.r*.json" '.points[0].summary | if .draft_reported then .acceptance_rate else 0 end' | stats)
+        echo "| $k | $(fmt "$sm" "$slo" "$shi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$sm" "$lm") | $(fmt "$sa" "$salo" "$sahi" 3) | $(fmt "$la" "$lalo" "$lahi" 3) |"
+        if awk -v a="$sm" -v b="$best_s" 'BEGIN{exit !(a != "NA" && a > b)}'; then best_s="$sm"; bk_s="$k"; fi
+        if awk -v a="$lm" -v b="$best_l" 'BEGIN{exit !(a != "NA" && a > b)}'; then best_l="$lm"; bk_l="$k"; fi
+      done
+      echo
+      printf 'Each at its best k (medians): specd %.1f tok/s at k = %s, llama-server %.1f tok/s at k = %s: ratio %s.\n' \
+        "$best_s" "$bk_s" "$best_l" "$bk_l" "$(ratio "$best_s" "$best_l")"
+    fi
   fi
 } >"$section"
 
