@@ -12,7 +12,7 @@ BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
 export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
 export GGML_NO_BACKTRACE := 1
 
-.PHONY: all backend build test test-short run models bench-models vet fmt clean
+.PHONY: all backend build test run models bench-models vet fmt clean
 
 all: build
 
