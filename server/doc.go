@@ -20,8 +20,9 @@
 // # Endpoints
 //
 // POST /v1/completions, POST /v1/chat/completions (streamed or not),
-// GET /v1/models, GET /v1/models/{id}, GET /health, GET /metrics.
-// With Config.APIKeys set, /v1/* need "Authorization: Bearer <key>";
+// GET /v1/models, GET /v1/models/{id}, GET /health, GET /metrics, and
+// llama-server's POST /tokenize. With Config.APIKeys set, /v1/* and
+// /tokenize need "Authorization: Bearer <key>";
 // /health and /metrics stay open for probes and scrapers.
 //
 // # Decisions where OpenAI and llama.cpp differ

@@ -56,7 +56,7 @@ func (f *fakeBackend) Stats() scheduler.Stats {
 	return scheduler.Stats{Waiting: 0, Running: len(f.reqs), KVBlocksTotal: 64, KVBlocksUsed: 10, KVBlocksCached: 3,
 		PrefixQueries: 9, PrefixHits: 4, PreemptionsRecomp: 2, Steps: 100, DraftProposed: 40, DraftAccepted: 30,
 		ProposedByPosition: []uint64{20, 20}, AcceptedByPosition: []uint64{18, 12}, LastK: 2,
-		StepTime: time.Second, DecodeTime: 800 * time.Millisecond}
+		StepTime: time.Second, DecodeTime: 800 * time.Millisecond, DraftDecodeTime: 100 * time.Millisecond}
 }
 
 func (f *fakeBackend) Tokenize(text string, addSpecial bool) ([]int32, error) {

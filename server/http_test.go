@@ -1,8 +1,10 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,7 +172,7 @@ func TestModelsHealthMetrics(t *testing.T) {
 		"specd_queue_waiting", "specd_sequences_running", `specd_kv_blocks{state="free"}`,
 		"specd_prefix_cache_hits_total", `specd_preemptions_total{mode="recompute"}`,
 		"specd_draft_acceptance_rate", `specd_draft_tokens_accepted_by_position_total{position="0"}`,
-		"specd_speculative_k", "specd_decode_seconds_total", "specd_scheduler_steps_total",
+		"specd_speculative_k", "specd_decode_seconds_total", "specd_draft_decode_seconds_total", "specd_scheduler_steps_total",
 	} {
 		if !strings.Contains(string(res.body), series) {
 			t.Errorf("/metrics lacks %q", series)
@@ -308,5 +310,34 @@ func TestMalformedHTTP(t *testing.T) {
 	}
 	if res := do(t, "GET", url+"/health", ""); res.status != 200 {
 		t.Errorf("server down after malformed requests: %d", res.status)
+	}
+}
+
+// POST /tokenize answers llama-server's shape with the backend's tokens.
+func TestTokenize(t *testing.T) {
+	b := newTestBackend(t)
+	_, url := startServer(t, Config{}, b)
+	for _, special := range []bool{false, true} {
+		text := "Once upon a time there was a little girl."
+		want, err := b.Tokenize(text, special)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := do(t, "POST", url+"/tokenize", fmt.Sprintf(`{"content": %q, "add_special": %v}`, text, special))
+		var got struct{ Tokens []int32 }
+		if res.status != 200 || json.Unmarshal(res.body, &got) != nil || !slices.Equal(got.Tokens, want) {
+			t.Errorf("add_special %v: %d %s, want tokens %v", special, res.status, res.body, want)
+		}
+	}
+	if res := do(t, "POST", url+"/tokenize", `{"content": ""}`); res.status != 200 || string(res.body) != `{"tokens":[]}` {
+		t.Errorf("empty content: %d %s", res.status, res.body)
+	}
+	for _, body := range []string{`{}`, `{"content": 5}`, `not json`} {
+		if res := do(t, "POST", url+"/tokenize", body); res.status != 400 || !strings.Contains(string(res.body), `"error"`) {
+			t.Errorf("%s: %d %s", body, res.status, res.body)
+		}
+	}
+	if res := do(t, "GET", url+"/tokenize", ""); res.status != 405 {
+		t.Errorf("GET /tokenize: %d", res.status)
 	}
 }

@@ -90,7 +90,8 @@ var (
 	dPreemptions    = desc("specd_preemptions_total", "Sequences preempted, by mode.", "mode")
 	dSteps          = desc("specd_scheduler_steps_total", "Scheduler steps.")
 	dStepSeconds    = desc("specd_scheduler_step_seconds_total", "Wall time in scheduler steps.")
-	dDecodeSeconds  = desc("specd_decode_seconds_total", "Wall time in llama_decode within steps.")
+	dDecodeSeconds  = desc("specd_decode_seconds_total", "Wall time in the target's llama_decode within steps.")
+	dDraftSeconds   = desc("specd_draft_decode_seconds_total", "Wall time in the draft model's llama_decode within steps.")
 	dDraftProposed  = desc("specd_draft_tokens_proposed_total", "Draft tokens proposed.")
 	dDraftAccepted  = desc("specd_draft_tokens_accepted_total", "Draft tokens accepted.")
 	dProposedByPos  = desc("specd_draft_tokens_proposed_by_position_total", "Draft tokens proposed at each draft position.", "position")
@@ -104,7 +105,7 @@ type statsCollector struct{ b Backend }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
-		dPrefixHits, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftProposed,
+		dPrefixHits, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftProposed,
 		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK} {
 		ch <- d
 	}
@@ -131,6 +132,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctr(dSteps, float64(st.Steps))
 	ctr(dStepSeconds, st.StepTime.Seconds())
 	ctr(dDecodeSeconds, st.DecodeTime.Seconds())
+	ctr(dDraftSeconds, st.DraftDecodeTime.Seconds())
 	ctr(dDraftProposed, float64(st.DraftProposed))
 	ctr(dDraftAccepted, float64(st.DraftAccepted))
 	for i, v := range st.ProposedByPosition {

@@ -197,6 +197,7 @@ const (
 	epModels      = "models"
 	epHealth      = "health"
 	epMetrics     = "metrics"
+	epTokenize    = "tokenize"
 	epOther       = "other"
 )
 
@@ -219,6 +220,8 @@ func (s *Server) lookup(path string) (route, bool) {
 		return route{epHealth, fasthttp.MethodGet, false, s.handleHealth}, true
 	case "/metrics":
 		return route{epMetrics, fasthttp.MethodGet, false, s.metrics.handler}, true
+	case "/tokenize":
+		return route{epTokenize, fasthttp.MethodPost, true, s.handleTokenize}, true
 	}
 	if strings.HasPrefix(path, "/v1/models/") {
 		return route{epModels, fasthttp.MethodGet, true, s.handleModel}, true
@@ -348,6 +351,36 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	writeJSON(ctx, s.model())
+}
+
+// handleTokenize is llama-server's POST /tokenize: {"content": text,
+// "add_special": bool (default false)} → {"tokens": [ids]}. Special-token
+// text in content is parsed, as in prompts. Load generators use it to size
+// prompts in tokens (specd bench's calibration).
+func (s *Server) handleTokenize(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		Content    *string `json:"content"`
+		AddSpecial bool    `json:"add_special"`
+	}
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		writeError(ctx, badRequest("", "invalid JSON body: %v", err))
+		return
+	}
+	if req.Content == nil {
+		writeError(ctx, badRequest("content", "missing required field content (the text to tokenize)"))
+		return
+	}
+	toks, err := s.b.Tokenize(*req.Content, req.AddSpecial)
+	if err != nil {
+		writeError(ctx, badRequest("content", "could not tokenize: %v", err))
+		return
+	}
+	if toks == nil {
+		toks = []int32{}
+	}
+	writeJSON(ctx, struct {
+		Tokens []int32 `json:"tokens"`
+	}{toks})
 }
 
 func modelNotFound(id string) *apiError {

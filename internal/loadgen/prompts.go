@@ -107,11 +107,15 @@ func Calibrate(ctx context.Context, cfg Config) (float64, string, error) {
 			PromptTokens int `json:"prompt_tokens"`
 		} `json:"usage"`
 	}
-	body := map[string]any{"model": c.Model, "prompt": text, "max_tokens": 1, "temperature": 0, "cache_prompt": false}
+	// A shorter sample here: it must fit the server's context per
+	// sequence, which a benchmark may set small (e.g. 384 tokens).
+	const nUsage = 100
+	short := string(wordText(rand.New(rand.NewPCG(7, 7)), nUsage, nil))
+	body := map[string]any{"model": c.Model, "prompt": short, "max_tokens": 1, "temperature": 0, "cache_prompt": false}
 	err2 := postJSON(ctx, c.Client, base+c.Endpoint, body, &comp)
 	if err2 == nil && comp.Usage.PromptTokens > 1 {
 		// One token may be BOS; the ratio is only approximate anyway.
-		return float64(comp.Usage.PromptTokens-1) / n, "usage", nil
+		return float64(comp.Usage.PromptTokens-1) / nUsage, "usage", nil
 	}
 	return DefaultTokensPerWord, "default", fmt.Errorf("no /tokenize (%v) and no usage (%v)", err1, err2)
 }
