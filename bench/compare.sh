@@ -18,6 +18,9 @@
 #   4  heavy target, long shared-prefix prompts, prefix caching on both sides
 #   5  k sweep 0..8 on specd (heavy + stories260K draft), temperature 0 and 0.8;
 #      llama-server at each k (one start per k), temperature 0
+#   6  heavy target + stories260K draft, specd's adaptive k against specd
+#      without speculation (same server, per-request proposer none) and
+#      llama-server without speculation, c 1/4/16
 #
 # --quick: one run (unless --runs), concurrency 1 and 4 only (scenario 1
 #          keeps all: it is cheap), 32 output tokens, k 0..4; writes no doc
@@ -69,12 +72,12 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
-[ "$SCENARIOS" = all ] && SCENARIOS="1,2,3,4,5"
+[ "$SCENARIOS" = all ] && SCENARIOS="1,2,3,4,5,6"
 [ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=3; }
 [ "$DOC" = auto ] && { [ "$QUICK" = 1 ] && DOC=0 || DOC=1; }
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive integer"
 has() { [[ ",$1," == *",$2,"* ]]; }
-for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-5]$ ]] || die "unknown scenario $s"; done
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-6]$ ]] || die "unknown scenario $s"; done
 for s in ${SIDES//,/ }; do [[ "$s" =~ ^(specd|llama)$ ]] || die "unknown side $s"; done
 
 export GGML_NO_BACKTRACE=1
@@ -94,7 +97,7 @@ for t in jq curl awk; do command -v "$t" >/dev/null || die "needs $t"; done
 # ---------------------------------------------------------------- build, once
 if [ "$REPORT_ONLY" = 0 ]; then
 needs_heavy=0
-for s in 2 3 4 5; do has "$SCENARIOS" "$s" && needs_heavy=1; done
+for s in 2 3 4 5 6; do has "$SCENARIOS" "$s" && needs_heavy=1; done
 if has "$SIDES" llama && [ ! -x "$LLAMA_BIN/llama-server" ]; then
   log "building llama-server (scripts/build-llama-tools.sh; 5-10 min the first time)"
   "$root/scripts/build-llama-tools.sh" llama-server >&2
@@ -301,6 +304,37 @@ scenario5() {
   done
 }
 
+# Scenario 6: does adaptive k pay at every concurrency? specd with the draft
+# loaded and adaptive k (no --spec-k), measured as is ("specd") and with
+# every request sending proposer none ("none", same server, same prompts),
+# against llama-server without speculation. llama-server's speculative
+# figures at the same points are scenario 2's.
+scenario6() {
+  local np=16 ctx=$((16 * 384)) dir="$OUT/s6"; mkdir -p "$dir"
+  has "$SIDES" specd || { log "scenario 6 needs specd; skipped"; return 0; }
+  specd_cmd "$HEAVY" "$STORIES" $np $ctx --proposer draft; start specd s6-specd "${CMD[@]}"
+  if has "$SIDES" llama; then
+    llama_cmd "$HEAVY" "" $np $ctx --no-cache-prompt; start llama s6-llama "${CMD[@]}"
+  fi
+  if has "$SIDES" llama; then calibrate llama; else calibrate specd; fi
+  local args=(--input-tokens 128 --output-tokens "$OUTTOK" --warmup 2)
+  for r in $(seq 1 "$RUNS"); do
+    for c in $(quick_concs "1 4 16"); do
+      local order=(specd none llama)
+      [ $((r % 2)) = 0 ] && order=(llama none specd)
+      for v in "${order[@]}"; do
+        log "scenario 6 run $r/$RUNS c=$c $v"
+        case "$v" in
+          specd) bench specd "$dir/c$c.specd.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c")" "${args[@]}" ;;
+          none) bench specd "$dir/c$c.none.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c")" --proposer none "${args[@]}" ;;
+          llama) has "$SIDES" llama && bench llama "$dir/c$c.llama.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c")" "${args[@]}" ;;
+        esac
+      done
+    done
+  done
+  stop specd; stop llama
+}
+
 if [ "$REPORT_ONLY" = 0 ]; then
   for s in ${SCENARIOS//,/ }; do "scenario$s"; done
 else
@@ -346,6 +380,7 @@ scenario_title=(
   "3. heavy-q8, n-gram speculation (k=4), copy-heavy prompts (bench/copy.jsonl)"
   "4. heavy-q8, 384-token shared prefix + 32 unique tokens, prefix caching on"
   "5. k sweep on specd (heavy-q8 + stories260K draft)"
+  "6. heavy-q8 + stories260K draft: specd's adaptive k against no speculation"
 )
 
 section="$OUT/section.md"
@@ -365,7 +400,7 @@ section="$OUT/section.md"
   [ "$SIDES" = llama ] && echo "- **llama-server only**: specd was not run, so there are no ratios"
   [ "$SIDES" = specd ] && echo "- **specd only**: llama-server was not run, so there are no ratios"
   for s in ${SCENARIOS//,/ }; do
-    [ "$s" = 5 ] && continue
+    [ "$s" = 5 ] || [ "$s" = 6 ] && continue
     echo
     echo "#### ${scenario_title[$s]}"
     echo
@@ -402,7 +437,7 @@ section="$OUT/section.md"
     echo "#### ${scenario_title[5]}"
     echo
     [ -f "$OUT/logs/s5-specd.cmd" ] && echo "- specd: \`$(sanitize <"$OUT/logs/s5-specd.cmd")\`"
-    first="$(ls "$OUT/s5"/*.json.cmd 2>/dev/null | head -1 || true)"
+    first="$(ls "$OUT/s5"/t*.json.cmd 2>/dev/null | head -1 || true)"
     [ -n "$first" ] && echo "- client: \`$(sanitize <"$first")\`"
     echo "- c = ${DRAFT_COST:-?} (weight-file size ratio draft/target); α fitted per run from the mean accepted lengths; plots: $(sanitize <<<"$OUT")/s5/ksweep-t*.svg"
     for t in 0 0.8; do
@@ -444,6 +479,29 @@ section="$OUT/section.md"
       printf 'Each at its best k (medians): specd %.1f tok/s at k = %s, llama-server %.1f tok/s at k = %s: ratio %s.\n' \
         "$best_s" "$bk_s" "$best_l" "$bk_l" "$(ratio "$best_s" "$best_l")"
     fi
+  fi
+  if has "$SCENARIOS" 6 && [ -d "$OUT/s6" ]; then
+    echo
+    echo "#### ${scenario_title[6]}"
+    echo
+    for side in specd llama; do
+      [ -f "$OUT/logs/s6-$side.cmd" ] && echo "- $side: \`$(sanitize <"$OUT/logs/s6-$side.cmd")\`"
+    done
+    first="$(ls "$OUT/s6"/*.json.cmd 2>/dev/null | head -1 || true)"
+    [ -n "$first" ] && echo "- client (one point): \`$(sanitize <"$first")\`; \"specd none\" adds \`--proposer none\` (same server)"
+    echo "- output tok/s, median (min–max); llama-server's speculative figures at these points: scenario 2"
+    echo
+    echo "| c | specd adaptive k | specd none | llama-server none | adaptive / none | adaptive / llama none | acceptance | tokens/pass |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for c in $(ls "$OUT/s6" 2>/dev/null | sed -n 's/^c\([0-9]*\)\..*\.json$/\1/p' | sort -nu); do
+      p='.points[0].summary.output_throughput'
+      read -r am alo ahi < <(collect "$OUT/s6/c$c.specd.r*.json" "$p" | stats)
+      read -r nm nlo nhi < <(collect "$OUT/s6/c$c.none.r*.json" "$p" | stats)
+      read -r lm llo lhi < <(collect "$OUT/s6/c$c.llama.r*.json" "$p" | stats)
+      read -r xm xlo xhi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .acceptance_rate else 0 end' | stats)
+      read -r tm tlo thi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .mean_accepted_length else 1 end' | stats)
+      echo "| $c | $(fmt "$am" "$alo" "$ahi" 1) | $(fmt "$nm" "$nlo" "$nhi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$am" "$nm") | $(ratio "$am" "$lm") | $(fmt "$xm" "$xlo" "$xhi" 3) | $(fmt "$tm" "$tlo" "$thi" 2) |"
+    done
   fi
 } >"$section"
 
