@@ -338,7 +338,7 @@ scenario6() {
 if [ "$REPORT_ONLY" = 0 ]; then
   for s in ${SCENARIOS//,/ }; do "scenario$s"; done
 else
-  DRAFT_COST="$(jq -r '.sweep.draft_cost' "$(ls "$OUT"/s5/*.json 2>/dev/null | head -1)" 2>/dev/null || echo '?')"
+  DRAFT_COST="$(jq -r '.sweep.draft_cost' "$(ls "$OUT"/s5/t*.json 2>/dev/null | head -1)" 2>/dev/null || echo '?')"
 fi
 
 # ------------------------------------------------------------------- report

@@ -65,9 +65,17 @@ type httpResult struct {
 
 func do(t testing.TB, method, url, body string, hdr ...string) httpResult {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	res, err := tryDo(method, url, body, hdr...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return res
+}
+
+func tryDo(method, url, body string, hdr ...string) (httpResult, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return httpResult{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(hdr); i += 2 {
@@ -75,14 +83,14 @@ func do(t testing.TB, method, url, body string, hdr ...string) httpResult {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return httpResult{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return httpResult{}, err
 	}
-	return httpResult{resp.StatusCode, resp.Header, b}
+	return httpResult{resp.StatusCode, resp.Header, b}, nil
 }
 
 type errorBody struct {
