@@ -8,6 +8,7 @@ HEAVYGEN := $(CACHE)/bin/heavygen
 TEST_HEAVY := $(CACHE)/models/heavy-test-f32.gguf
 TEST_COSTLY := $(CACHE)/models/heavy-test-costly-q8.gguf
 TEST_COSTLY_LO := $(CACHE)/models/heavy-test-costly-lo-q8.gguf
+QUICK_DRAFT := $(CACHE)/models/stories260K-q8.gguf
 BENCH_HEAVY := $(CACHE)/models/heavy-q8.gguf
 export SPECD_LIB_DIR ?= $(CACHE)/backend/linux-x64-3.22.1
 export GGML_NO_BACKTRACE := 1
@@ -48,7 +49,7 @@ $(BENCH_HEAVY): | $(HEAVYGEN)
 	$(HEAVYGEN) --in $(MODEL) --out $@.tmp --extra-layers 19 --ffn 16384 --eps 0.045 --seed 1 --type q8_0 >/dev/null && mv $@.tmp $@
 
 ## models: the generated test models under .cache/models
-models: $(TEST_HEAVY) $(TEST_COSTLY) $(TEST_COSTLY_LO)
+models: $(TEST_HEAVY) $(TEST_COSTLY) $(TEST_COSTLY_LO) $(QUICK_DRAFT)
 
 bench-models: $(BENCH_HEAVY)
 
@@ -65,7 +66,13 @@ test: backend models build
 	THREADS=1 DURATION=10s bench/smoke.sh bin/specd $(MODEL)
 
 ## run: build and start the daemon on the default models
-run: backend build
+# The quick start's draft model (QUICK_DRAFT, above): a Q8_0 copy of
+# stories260K (same vocabulary), made with specd quantize.
+$(QUICK_DRAFT): | backend build
+	@mkdir -p $(CACHE)/models
+	./bin/specd quantize $(MODEL) $@ --type Q8_0
+
+run: backend build $(QUICK_DRAFT)
 	./bin/specd serve --config configs/specd.yaml
 
 vet:

@@ -240,10 +240,10 @@ func TestDefaultConfigFile(t *testing.T) {
 	if err := dec.Decode(&c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Model != "../../shared/models/stories260K.gguf" || c.Speculative.Proposer != "ngram" {
-		t.Errorf("quick start: model %q proposer %q", c.Model, c.Speculative.Proposer)
+	if c.Model != "../../shared/models/stories260K.gguf" || c.Draft != "../.cache/models/stories260K-q8.gguf" || c.Speculative.Proposer != "draft" {
+		t.Errorf("quick start: model %q draft %q proposer %q", c.Model, c.Draft, c.Speculative.Proposer)
 	}
-	c.Model, c.Speculative.Proposer = "", ""
+	c.Model, c.Draft, c.Speculative.Proposer = "", "", ""
 	if c.APIKeys != nil && len(c.APIKeys) == 0 {
 		c.APIKeys = nil
 	}
@@ -252,6 +252,7 @@ func TestDefaultConfigFile(t *testing.T) {
 	}
 
 	testenv.StoriesModel(t) // the file names ../../shared/models/stories260K.gguf
+	testenv.QuickDraft(t)   // and ../.cache/models/stories260K-q8.gguf
 	got, err := load(t, []string{"--config", filepath.Join(testenv.RepoRoot(), "configs", "specd.yaml")}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,13 @@ func CostlyLowModel(t testing.TB) string {
 	return cacheModel(t, "SPECD_TEST_COSTLY_LO", "heavy-test-costly-lo-q8.gguf", "low-agreement costly heavygen test target")
 }
 
+// QuickDraft is the quick start's draft, .cache/models/stories260K-q8.gguf
+// (make models / make run), which configs/specd.yaml names.
+func QuickDraft(t testing.TB) string {
+	t.Helper()
+	return cacheModel(t, "SPECD_TEST_QUICK_DRAFT", "stories260K-q8.gguf", "quick-start draft (a Q8_0 copy of stories260K)")
+}
+
 func cacheModel(t testing.TB, env, name, what string) string {
 	t.Helper()
 	p := os.Getenv(env)
