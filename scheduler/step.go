@@ -16,10 +16,15 @@ type item struct {
 	q        *seq
 	from, to int
 	logits   bool
-	k        int // draft tokens verified this step (len(q.drafts) after propose)
-	row      int // target row of the token at to-1 (when logits)
-	drow     int // draft row whose logits give the next proposal
+	k        int  // draft tokens verified this step (len(q.drafts) after propose)
+	row      int  // target row of the token at to-1 (when logits)
+	drow     int  // draft row whose logits give the next proposal
+	dcaught  bool // the draft KV is fed up to `to` this step
 }
+
+// draftLag is how many positions the draft KV of a sequence that does not
+// draft may trail the target's before it is caught up anyway.
+const draftLag = 64
 
 // ErrKVExhausted fails a request that cannot fit in the KV pool even alone.
 var ErrKVExhausted = errors.New("scheduler: KV cache too small for this request")
@@ -394,6 +399,7 @@ func (s *Scheduler) propose(items []item) {
 // more batched decode over all of them.
 func (s *Scheduler) runDraft(items []item) {
 	kmax := 0
+	room := s.cfg.MaxBatchTokens // the draft batch's capacity
 	for i := range items {
 		it := &items[i]
 		q := it.q
@@ -403,6 +409,23 @@ func (s *Scheduler) runDraft(items []item) {
 			// users; without the cache, keeping it in step is waste.
 			continue
 		}
+		// Without the prefix cache nothing else reads a sequence's draft
+		// KV: when it does not draft this step, let it trail by up to
+		// draftLag positions and catch up in one chunk when it drafts
+		// again (a one-token draft decode per step for every sequence
+		// cost as much as the target's decode with a draft as costly as
+		// the target, and 5-15 % with the heavy benchmark pair, whenever
+		// adaptive k chose not to speculate). A catch-up that does not fit
+		// this step's draft batch waits, and the sequence does not draft.
+		lag := it.to - q.dcomputed
+		if s.cfg.DisablePrefixCache && ((!want && lag <= draftLag) || lag > room) {
+			if q.proposer == propDraft {
+				it.k = 0
+			}
+			continue
+		}
+		room -= lag
+		it.dcaught = true
 		for p := q.dcomputed; p < it.to; p++ {
 			row := s.draft.Add(q.tokens[p], int32(p), int32(q.slot), want && p == it.to-1)
 			if want && p == it.to-1 {
@@ -431,8 +454,8 @@ func (s *Scheduler) runDraft(items []item) {
 		return
 	}
 	for i := range items {
-		if q := items[i].q; q.proposer == propDraft || !s.cfg.DisablePrefixCache {
-			q.dcomputed = items[i].to
+		if items[i].dcaught {
+			items[i].q.dcomputed = items[i].to
 		}
 	}
 	for j := 0; j < kmax; j++ {
