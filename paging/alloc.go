@@ -102,6 +102,10 @@ type Allocator struct {
 
 	hit    []int32 // scratch: blocks matched by the last lookup
 	hitCnt []int32 // scratch: per slot, matched blocks it holds
+	// SlotLocal: the zombie slot holding a.hit (-1: none), and the prompt's
+	// chain hashes (scratch, computed as far as some zombie matches).
+	matchSlot int32
+	ph        []uint64
 
 	queries, hits, evictions uint64
 
@@ -140,7 +144,10 @@ func New(cfg Config, ops KVOps) (*Allocator, error) {
 		hitCnt:  make([]int32, cfg.NumSlots),
 		hashFn:  chainHash,
 	}
-	if cfg.PrefixCache {
+	if cfg.SlotLocal {
+		a.ph = make([]uint64, 0, nb)
+	}
+	if cfg.PrefixCache && !cfg.SlotLocal {
 		a.prefix = newHashTable(nb)
 	}
 	// Free list in id order: block 0 is handed out first.
@@ -196,7 +203,7 @@ func (a *Allocator) Admit(prompt []int32) (seq SeqID, cached int, ok bool) {
 			}
 		}
 	} else {
-		a.freeSlots = a.freeSlots[:len(a.freeSlots)-1]
+		a.takeFreeSlot(s)
 		sl.state = slotRunning
 	}
 	a.running++
@@ -388,9 +395,13 @@ func (a *Allocator) Commit(seq SeqID, tokens []int32) {
 		h := a.hashFn(sl.lastHash, t)
 		copy(a.toks[int(b)*bs:], t)
 		a.hash[b], a.parent[b] = h, sl.lastHash
-		// An equal block already cached (two sequences computed the same
-		// prefix) stays the cached one; this one is freed at release.
-		if a.prefix.get(h) < 0 {
+		if a.cfg.SlotLocal {
+			// No table: prompts are matched against zombies' own blocks,
+			// and every committed block is worth keeping for its slot.
+			a.indexed[b] = true
+		} else if a.prefix.get(h) < 0 {
+			// An equal block already cached (two sequences computed the same
+			// prefix) stays the cached one; this one is freed at release.
 			a.prefix.put(h, b)
 			a.indexed[b] = true
 		}
@@ -509,8 +520,12 @@ func (a *Allocator) ceilBlocks(n int) int { return (n + int(a.bs) - 1) / int(a.b
 // decoded again, for its logits.
 func (a *Allocator) match(prompt []int32) (m int, lastHash uint64) {
 	a.hit = a.hit[:0]
+	a.matchSlot = -1
 	if !a.cfg.PrefixCache || len(prompt) == 0 {
 		return 0, 0
+	}
+	if a.cfg.SlotLocal {
+		return a.matchLocal(prompt)
 	}
 	bs := int(a.bs)
 	limit := (len(prompt) - 1) / bs
@@ -540,11 +555,60 @@ func equal(x, y []int32) bool {
 	return true
 }
 
+// matchLocal is match for SlotLocal: the zombie slot whose own leading
+// blocks equal the prompt's longest (ties: the lowest slot id). Its blocks
+// are left in a.hit and the slot in a.matchSlot. O(prompt blocks + slots):
+// each prompt block is hashed at most once.
+func (a *Allocator) matchLocal(prompt []int32) (m int, lastHash uint64) {
+	bs := int(a.bs)
+	limit := (len(prompt) - 1) / bs
+	a.ph = a.ph[:0]
+	best, bestN := int32(-1), 0
+	for z := range a.slots {
+		zs := &a.slots[z]
+		if zs.state != slotZombie {
+			continue
+		}
+		n := 0
+		for n < limit && n < len(zs.table) {
+			b := zs.table[n]
+			if b < 0 {
+				break
+			}
+			t := prompt[n*bs : (n+1)*bs]
+			if n == len(a.ph) {
+				var parent uint64
+				if n > 0 {
+					parent = a.ph[n-1]
+				}
+				a.ph = append(a.ph, a.hashFn(parent, t))
+			}
+			if a.hash[b] != a.ph[n] || !equal(a.toks[int(b)*bs:int(b+1)*bs], t) {
+				break
+			}
+			n++
+		}
+		if n > bestN {
+			best, bestN = int32(z), n
+		}
+	}
+	if best < 0 {
+		return 0, 0
+	}
+	a.hit = append(a.hit, a.slots[best].table[:bestN]...)
+	a.matchSlot = best
+	return bestN, a.ph[bestN-1]
+}
+
 // pickSlot chooses the new sequence's slot given the m blocks in a.hit.
 // A free slot, unless some zombie holds only matched blocks (adopting it
 // costs no copy and loses no cache); with no free slot, the zombie holding
 // most matched blocks, ties to the least recently freed. -1: none.
+// SlotLocal: pickLocal.
 func (a *Allocator) pickSlot(m int) (s int32, adopt bool) {
+	if a.cfg.SlotLocal {
+		return a.pickLocal(m)
+	}
 	if a.zombies == 0 {
 		if len(a.freeSlots) == 0 {
 			return -1, false
@@ -585,6 +649,64 @@ func (a *Allocator) pickSlot(m int) (s int32, adopt bool) {
 		return best, true
 	}
 	return a.freeSlots[len(a.freeSlots)-1], false
+}
+
+// pickLocal is pickSlot for SlotLocal: the zombie whose own blocks matched
+// (m > 0). Otherwise, with sequences running, the free or zombie slot that
+// leaves the running sequence ids in the fewest runs of consecutive ids
+// (filling a gap between two running slots, then extending a run, then
+// anywhere), the lowest id among equals: with per-sequence streams
+// llama.cpp decodes each run as its own ubatch, another pass over the
+// weights (decisions/0006), which costs more than a lost cache entry.
+// With nothing running no choice splits a batch: the lowest free slot, else
+// the least recently freed zombie, so caches live longest. -1: every slot
+// runs a sequence.
+func (a *Allocator) pickLocal(m int) (s int32, adopt bool) {
+	if m > 0 {
+		return a.matchSlot, true
+	}
+	best, bestScore := int32(-1), 0
+	for z := range a.slots {
+		zs := &a.slots[z]
+		if zs.state == slotRunning {
+			continue
+		}
+		score := 2 // runs added: 0 (fills a gap), 1 (extends a run) or 2
+		if z > 0 && a.slots[z-1].state == slotRunning {
+			score--
+		}
+		if z+1 < len(a.slots) && a.slots[z+1].state == slotRunning {
+			score--
+		}
+		if a.running == 0 {
+			score = 0
+			if zs.state == slotZombie {
+				score = 1
+			}
+		}
+		if best < 0 || score < bestScore ||
+			(a.running == 0 && score == 1 && bestScore == 1 && zs.freedAt < a.slots[best].freedAt) {
+			best, bestScore = int32(z), score
+		}
+	}
+	return best, best >= 0 && a.slots[best].state == slotZombie
+}
+
+// takeFreeSlot removes free slot s from the (sorted) free stack.
+func (a *Allocator) takeFreeSlot(s int32) {
+	n := len(a.freeSlots)
+	if a.freeSlots[n-1] == s {
+		a.freeSlots = a.freeSlots[:n-1]
+		return
+	}
+	for i, f := range a.freeSlots {
+		if f == s {
+			copy(a.freeSlots[i:], a.freeSlots[i+1:])
+			a.freeSlots = a.freeSlots[:n-1]
+			return
+		}
+	}
+	panic(fmt.Sprintf("paging: slot %d is not free", s))
 }
 
 // releaseSlot returns an empty slot to the free stack.
@@ -689,7 +811,9 @@ func (a *Allocator) drop(b int32) {
 }
 
 func (a *Allocator) unindex(b int32) {
-	a.prefix.del(a.hash[b])
+	if !a.cfg.SlotLocal {
+		a.prefix.del(a.hash[b])
+	}
 	a.indexed[b] = false
 }
 

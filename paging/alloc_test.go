@@ -252,34 +252,44 @@ func TestNoAllocations(t *testing.T) {
 	if invariantsOn {
 		t.Skip("CheckInvariants allocates; run without -race and the invariants tag")
 	}
-	a, err := New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true}, nopKV{})
-	if err != nil {
-		t.Fatal(err)
+	for _, local := range []bool{false, true} {
+		a, err := New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true, SlotLocal: local}, nopKV{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompt := make([]int32, 300)
+		for i := range prompt {
+			prompt[i] = int32(i)
+		}
+		cycle := func() {
+			s, cached, _ := a.Admit(prompt)
+			a.Grow(s, len(prompt)-cached)
+			for i := 0; i < 8; i++ {
+				n := a.Len(s)
+				a.Grow(s, 5)
+				a.Trim(s, n+2)
+			}
+			a.Commit(s, prompt)
+			a.Probe(prompt)
+			a.Stats()
+			a.Free(s)
+		}
+		cycle()
+		if n := testing.AllocsPerRun(100, cycle); n != 0 {
+			t.Fatalf("SlotLocal %v: %v allocations per admit/grow/trim/commit/free cycle", local, n)
+		}
+		if local && a.Stats().PrefixHits == 0 {
+			t.Fatal("SlotLocal: the returning prompt never hit its zombie")
+		}
 	}
+
 	prompt := make([]int32, 300)
 	for i := range prompt {
 		prompt[i] = int32(i)
 	}
-	cycle := func() {
-		s, cached, _ := a.Admit(prompt)
-		a.Grow(s, len(prompt)-cached)
-		for i := 0; i < 8; i++ {
-			n := a.Len(s)
-			a.Grow(s, 5)
-			a.Trim(s, n+2)
-		}
-		a.Commit(s, prompt)
-		a.Probe(prompt)
-		a.Stats()
-		a.Free(s)
-	}
-	cycle() // grow the slot's table once
-	if n := testing.AllocsPerRun(100, cycle); n != 0 {
-		t.Fatalf("%v allocations per admit/grow/trim/commit/free cycle", n)
-	}
 
 	// A small cache budget: every Free evicts the other prompt's blocks.
-	a, err = New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true, MaxCachedBlocks: 8}, nopKV{})
+	a, err := New(Config{BlockSize: 16, NumBlocks: 256, NumSlots: 4, PrefixCache: true, MaxCachedBlocks: 8}, nopKV{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,16 @@ type Config struct {
 	// Grow. 0 = ceil(DefaultMaxCachedTokens / BlockSize), at most NumBlocks;
 	// otherwise in [1, NumBlocks] (NumBlocks: no bound beyond the pool).
 	MaxCachedBlocks int
+	// SlotLocal says a slot's cells cannot be shared with another slot:
+	// llama.cpp's per-sequence KV streams (kv_unified = false), where
+	// llama_memory_seq_cp copies only whole streams. A prompt then reuses
+	// cached blocks only from the one zombie slot it adopts (the slot whose
+	// own leading blocks match it longest, as llama-server picks a slot by
+	// its cached prompt), Copy is never called, and every committed block is
+	// cached when its sequence ends (equal blocks in two slots are two
+	// copies, each usable only by its own slot). Slots are chosen to keep the
+	// running sequence ids in as few consecutive runs as possible.
+	SlotLocal bool
 }
 
 // DefaultConfig is the configuration for a context of ctxSize cells shared

@@ -38,6 +38,14 @@
 // the prompt's own blocks (a returning conversation then needs no copy at
 // all).
 //
+// Per-sequence streams (Config.SlotLocal; llama.cpp kv_unified = false): a
+// slot is a stream and cells are never shared, since llama.cpp copies
+// between streams only whole. A prompt reuses cached blocks only by taking
+// over the zombie whose own leading blocks match it longest (no Copy);
+// every committed block is cached when its sequence ends; and a prompt
+// that matches nothing takes the slot that keeps the running ids in the
+// fewest runs of consecutive ids (docs/decisions/0007).
+//
 // The budget exists because cached cells are not free in a unified KV: every
 // decode attends over the pool's whole used cell range, cached cells
 // included (masked), so a pool full of cached blocks slows every decode (see
@@ -50,8 +58,8 @@
 // # What callers do, in order
 //
 // At startup: New(cfg, ops) with NumBlocks = n_ctx / BlockSize of the
-// contexts (both must have kv_unified = true and the same n_ctx and
-// n_seq_max ≥ NumSlots). Use SeqID values as llama seq ids.
+// contexts (both with the same n_ctx and n_seq_max ≥ NumSlots, and
+// kv_unified = !SlotLocal). Use SeqID values as llama seq ids.
 //
 // Admission (scheduler, each step, for the head of the waiting queue):
 //

@@ -16,6 +16,7 @@ type fakeKV struct {
 	free  []int32
 	owned []map[int32]int32 // per slot: position → cell
 	err   error             // first misuse seen
+	local bool              // per-slot streams: no cell is shared, Copy is misuse
 	log   *strings.Builder  // if set, every call is written here
 }
 
@@ -90,6 +91,10 @@ func (f *fakeKV) Copy(src, dst int32, p0, p1 int32) {
 	}
 	if src == dst {
 		f.fail("copy from slot %d to itself", src)
+		return
+	}
+	if f.local {
+		f.fail("copy %d->%d with per-slot streams", src, dst)
 		return
 	}
 	for pos, c := range f.owned[src] {

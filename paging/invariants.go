@@ -151,6 +151,9 @@ func (a *Allocator) CheckInvariants() error {
 	}
 	nIndexed := 0
 	for b := 0; b < nb; b++ {
+		if a.cfg.SlotLocal && a.ref[b] > 1 {
+			return fail("block %d shared by %d slots with SlotLocal", b, a.ref[b])
+		}
 		if refs[b] != a.ref[b] {
 			return fail("block %d: ref %d, %d tables hold it", b, a.ref[b], refs[b])
 		}
@@ -178,7 +181,9 @@ func (a *Allocator) CheckInvariants() error {
 			if !a.cfg.PrefixCache {
 				return fail("block %d indexed with the prefix cache off", b)
 			}
-			if got := a.prefix.get(a.hash[b]); got != int32(b) {
+			if a.cfg.SlotLocal {
+				// No table; every committed block is indexed.
+			} else if got := a.prefix.get(a.hash[b]); got != int32(b) {
 				return fail("block %d: prefix table maps its hash to %d", b, got)
 			}
 			if h := a.hashFn(a.parent[b], a.toks[b*bs:(b+1)*bs]); h != a.hash[b] {
@@ -186,7 +191,7 @@ func (a *Allocator) CheckInvariants() error {
 			}
 		}
 	}
-	if a.cfg.PrefixCache && nIndexed != a.prefix.n {
+	if a.cfg.PrefixCache && !a.cfg.SlotLocal && nIndexed != a.prefix.n {
 		return fail("%d indexed blocks, prefix table holds %d", nIndexed, a.prefix.n)
 	}
 	if nb-a.nFree-a.nCached < 0 {

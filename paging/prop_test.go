@@ -38,6 +38,7 @@ type harness struct {
 func newHarness(tb testing.TB, cfg Config, r chooser) *harness {
 	cfg = cfg.WithDefaults()
 	kv := newFakeKV(cfg.NumBlocks*cfg.BlockSize, cfg.NumSlots)
+	kv.local = cfg.SlotLocal
 	a, err := New(cfg, kv)
 	if err != nil {
 		tb.Fatal(err)
@@ -321,6 +322,10 @@ func TestRandomOperations(t *testing.T) {
 		{BlockSize: 16, NumBlocks: 12, NumSlots: 4, PrefixCache: true},
 		{BlockSize: 4, NumBlocks: 16, NumSlots: 1, PrefixCache: true},
 		{BlockSize: 4, NumBlocks: 16, NumSlots: 4, PrefixCache: false},
+		{BlockSize: 4, NumBlocks: 16, NumSlots: 4, PrefixCache: true, SlotLocal: true},
+		{BlockSize: 2, NumBlocks: 40, NumSlots: 8, PrefixCache: true, SlotLocal: true},
+		{BlockSize: 1, NumBlocks: 12, NumSlots: 3, PrefixCache: true, SlotLocal: true},
+		{BlockSize: 4, NumBlocks: 16, NumSlots: 4, PrefixCache: false, SlotLocal: true},
 	}
 	steps := 3000
 	if invariantsOn {
@@ -378,6 +383,7 @@ func FuzzOperations(f *testing.F) {
 			NumBlocks:   4 + int(data[1]%24),
 			NumSlots:    1 + int(data[0]/5%4),
 			PrefixCache: data[1] < 224,
+			SlotLocal:   data[0]%7 == 3,
 		}
 		if data[0] >= 128 {
 			cfg.MaxCachedBlocks = 1 + int(data[1]/24%4) // a small cache budget

@@ -34,13 +34,16 @@ type Speculative struct {
 
 // Request is one generation. Prompt is already tokenized (Tokenize).
 type Request struct {
-	Prompt      []int32
-	MaxTokens   int // > 0
-	Sampling    Sampling
-	Stop        []string // stop strings: never emitted, not part of the output
-	IgnoreEOS   bool
-	Speculative Speculative
-	Prediction  []int32 // OpenAI Predicted Outputs, tokenized; used as the draft
+	Prompt    []int32
+	MaxTokens int // > 0
+	Sampling  Sampling
+	Stop      []string // stop strings: never emitted, not part of the output
+	IgnoreEOS bool
+	// NoPrefixCache: do not reuse cached KV for this prompt (llama.cpp's
+	// cache_prompt: false); its own blocks are still cached for later ones.
+	NoPrefixCache bool
+	Speculative   Speculative
+	Prediction    []int32 // OpenAI Predicted Outputs, tokenized; used as the draft
 }
 
 // Event is what a request's channel carries: zero or more events with new

@@ -28,17 +28,22 @@ type Config struct {
 	// PrefixCacheBlocks bounds the blocks the prefix cache keeps after their
 	// requests end (paging.Config.MaxCachedBlocks). With a unified pool
 	// every decode attends over the cached cells too, so they cost time.
-	// Default 0: paging.DefaultMaxCachedTokens (512) tokens' worth, at most
-	// the pool; CtxSize/BlockSize: no bound but the pool.
+	// Default 0: unified, paging.DefaultMaxCachedTokens (512) tokens' worth,
+	// at most the pool; SplitKV, the whole pool (a finished sequence's
+	// cells sit in its own stream, which no other decode reads);
+	// CtxSize/BlockSize: no bound but the pool.
 	// docs/decisions/0005-prefix-cache-budget.md.
 	PrefixCacheBlocks int
 	// SplitKV gives every sequence its own KV stream of CtxSize/MaxRunning
 	// cells (llama.cpp kv_unified=false, as llama-server runs by default)
 	// instead of one pool shared by all. Attention then scans only the
 	// sequence's own cells, which is several times faster with many
-	// sequences (docs/decisions/0001-kv-layout.md); the price is no prefix
-	// cache (llama.cpp copies between streams only whole) and a per-sequence
-	// cap of CtxSize/MaxRunning tokens.
+	// sequences (docs/decisions/0001-kv-layout.md); the price is a
+	// per-sequence cap of CtxSize/MaxRunning tokens and a prefix cache that
+	// reuses only a finished sequence's own stream (llama.cpp copies between
+	// streams only whole): a new prompt takes over the stream of the
+	// finished sequence that shares its longest prefix, as llama-server
+	// picks a slot (paging.Config.SlotLocal).
 	SplitKV bool
 	// Preemption is "recompute" (default) or "swap".
 	Preemption string
@@ -92,9 +97,6 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.KVType == "" {
 		c.KVType = "f16"
-	}
-	if c.SplitKV {
-		c.DisablePrefixCache = true
 	}
 }
 

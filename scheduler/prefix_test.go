@@ -45,7 +45,9 @@ func prefixPair(story []int32, off, shared, n int) (first, second []int32) {
 // TestRealPrefixCacheHit: a prompt sharing 360 of 400 tokens with an earlier
 // finished request reuses the shared full blocks (22 × 16 = 352 tokens) and
 // generates exactly what a cold run (prefix cache off) generates, greedy,
-// with and without a draft model (whose cache must follow the target's).
+// with and without a draft model (whose cache must follow the target's),
+// in the unified pool and with per-sequence streams (where the second
+// prompt takes over the first one's stream).
 func TestRealPrefixCacheHit(t *testing.T) {
 	_, st, hv := realModels(t)
 	const n, shared, gen = 400, 360, 64
@@ -60,12 +62,18 @@ func TestRealPrefixCacheHit(t *testing.T) {
 		name          string
 		target, draft *engine.Model
 		proposer      string
+		split         bool
 	}{
-		{"stories", st, nil, "none"},
-		{"heavy+draft", hv, st, "draft"},
+		{"stories", st, nil, "none", false},
+		{"heavy+draft", hv, st, "draft", false},
+		{"stories/streams", st, nil, "none", true},
+		{"heavy+draft/streams", hv, st, "draft", true},
+		// The draft is loaded but not used: its KV lags behind the
+		// target's except for the prompt, which must still be cached.
+		{"heavy+draft-unused/streams", hv, st, "none", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := Config{CtxSize: 2048, MaxRunning: 4, MaxBatchTokens: 512, Proposer: tc.proposer, SpecK: 3}
+			cfg := Config{CtxSize: 2048, MaxRunning: 4, MaxBatchTokens: 512, Proposer: tc.proposer, SpecK: 3, SplitKV: tc.split}
 			coldCfg := cfg
 			coldCfg.DisablePrefixCache = true
 			cold := newEngineRig(t, coldCfg, tc.target, tc.draft)
@@ -95,6 +103,13 @@ func TestRealPrefixCacheHit(t *testing.T) {
 					t.Fatalf("prompt %d: %d tokens, want %d", i, len(got[0]), gen)
 				}
 				t.Logf("prompt %d: cached %d of %d, prompt time %v", i, u.CachedTokens, u.PromptTokens, u.PromptTime)
+			}
+			// cache_prompt: false: the same prompt again, prefilled whole.
+			nc := seconds[0]
+			nc.NoPrefixCache = true
+			got, ev := runRequests(t, warm.Scheduler, []Request{nc})
+			if c := ev[0].Usage.CachedTokens; c != 0 || !slices.Equal(got[0], want[0]) {
+				t.Fatalf("NoPrefixCache: cached %d (want 0), output equal %v", c, slices.Equal(got[0], want[0]))
 			}
 			checkKVMatches(t, warm)
 		})
@@ -169,15 +184,21 @@ func TestPrefixCacheBudget(t *testing.T) {
 // with the pool's size (docs/decisions/0005-prefix-cache-budget.md).
 func BenchmarkPrefixPrefill(b *testing.B) {
 	for _, th := range []int{1, 2} {
-		// ctx: the unified pool's size. Cached blocks stay in it, up to the
-		// budget, and every decode attends over the pool's whole used range.
-		for _, ctx := range []int{1024, 4096} {
-			b.Run(fmt.Sprintf("threads=%d/ctx=%d", th, ctx), func(b *testing.B) { benchPrefixPrefill(b, th, ctx) })
+		// unified: ctx is the pool's size. Cached blocks stay in it, up to
+		// the budget, and every decode attends over the pool's whole used
+		// range. streams: 4 streams of ctx/4 cells; the warm prompt takes
+		// over the finished request's stream and scans only its own cells.
+		for _, c := range []struct {
+			split bool
+			ctx   int
+		}{{false, 1024}, {false, 4096}, {true, 2048}} {
+			layout := map[bool]string{false: "unified", true: "streams"}[c.split]
+			b.Run(fmt.Sprintf("threads=%d/%s/ctx=%d", th, layout, c.ctx), func(b *testing.B) { benchPrefixPrefill(b, th, c.ctx, c.split) })
 		}
 	}
 }
 
-func benchPrefixPrefill(b *testing.B, threads, ctxSize int) {
+func benchPrefixPrefill(b *testing.B, threads, ctxSize int, split bool) {
 	l, st, _ := benchModels(b)
 	const n, shared = 400, 360
 	story := storyTokens(b, st.Vocab())
@@ -193,7 +214,7 @@ func benchPrefixPrefill(b *testing.B, threads, ctxSize int) {
 		firsts = append(firsts, Request{Prompt: a, MaxTokens: 2})
 		seconds = append(seconds, Request{Prompt: s, MaxTokens: 1})
 	}
-	cfg := Config{CtxSize: ctxSize, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "none", Threads: threads}
+	cfg := Config{CtxSize: ctxSize, MaxRunning: 4, MaxBatchTokens: 512, Proposer: "none", Threads: threads, SplitKV: split}
 	b.ResetTimer()
 	// Cold, then warm: one engine (and one thread pool) at a time.
 	var coldT, warmT time.Duration

@@ -103,12 +103,17 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 			Fixed: cfg.SpecK,
 		},
 	}
+	cached := cfg.PrefixCacheBlocks
+	if cached == 0 && cfg.SplitKV {
+		cached = cfg.CtxSize / cfg.BlockSize
+	}
 	alloc, err := paging.New(paging.Config{
 		BlockSize:       cfg.BlockSize,
 		NumBlocks:       cfg.CtxSize / cfg.BlockSize,
 		NumSlots:        NumSlots(cfg),
 		PrefixCache:     !cfg.DisablePrefixCache,
-		MaxCachedBlocks: cfg.PrefixCacheBlocks,
+		MaxCachedBlocks: cached,
+		SlotLocal:       cfg.SplitKV,
 	}, kvOps{s})
 	if err != nil {
 		return nil, err
@@ -121,11 +126,12 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 
 // NumSlots is how many llama.cpp sequence ids the contexts need: running
 // sequences plus as many again to hold prefix-cache blocks of finished ones
-// (with SplitKV, just the running ones).
+// (with SplitKV, one stream per running sequence: a finished sequence's
+// stream keeps its cache until a new sequence takes it over).
 func NumSlots(cfg Config) int {
 	cfg.EnsureDefaults()
 	if cfg.SplitKV {
-		return cfg.MaxRunning // one stream each, no zombies: no prefix cache
+		return cfg.MaxRunning
 	}
 	n := 2 * cfg.MaxRunning
 	if n > 256 {

@@ -178,7 +178,7 @@ func sortBySlot(items []item) {
 func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
 	// Probe first: a failed admission must not churn the prefix cache.
 	prompt := q.tokens
-	if q.state == stSwapped {
+	if q.state == stSwapped || (q.req.NoPrefixCache && q.admitted == 0) {
 		prompt = nil
 	}
 	pr := s.alloc.Probe(prompt)
@@ -409,16 +409,21 @@ func (s *Scheduler) runDraft(items []item) {
 			// users; without the cache, keeping it in step is waste.
 			continue
 		}
-		// Without the prefix cache nothing else reads a sequence's draft
-		// KV: when it does not draft this step, let it trail by up to
-		// draftLag positions and catch up in one chunk when it drafts
-		// again (a one-token draft decode per step for every sequence
-		// cost as much as the target's decode with a draft as costly as
-		// the target, and 5-15 % with the heavy benchmark pair, whenever
-		// adaptive k chose not to speculate). A catch-up that does not fit
-		// this step's draft batch waits, and the sequence does not draft.
+		// When a sequence does not draft this step, let its draft KV trail
+		// by up to draftLag positions and catch up in one chunk when it
+		// drafts again (a one-token draft decode per step for every
+		// sequence cost as much as the target's decode with a draft as
+		// costly as the target, and 5-15 % with the heavy benchmark pair,
+		// whenever adaptive k chose not to speculate). With the prefix
+		// cache the prompt still goes to the draft as it is prefilled, so
+		// cached prompt blocks serve draft users too; the cache keeps only
+		// blocks both models computed (committable), so a finished
+		// sequence's last <= draftLag generated tokens may go uncached. A
+		// catch-up that does not fit this step's draft batch waits, and
+		// the sequence does not draft.
 		lag := it.to - q.dcomputed
-		if s.cfg.DisablePrefixCache && ((!want && lag <= draftLag) || lag > room) {
+		prompt := !s.cfg.DisablePrefixCache && it.from < q.nPrompt
+		if (!want && lag <= draftLag && !prompt) || lag > room {
 			if q.proposer == propDraft {
 				it.k = 0
 			}

@@ -28,6 +28,7 @@ type genRequest struct {
 	stop      []string
 	n         int
 	ignoreEOS bool
+	noCache   bool // cache_prompt: false
 
 	stream       bool
 	includeUsage bool
@@ -224,14 +225,18 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 	if e = g.decodeSpeculative(m); e != nil {
 		return nil, e
 	}
-	// Accepted and ignored: user, metadata, store, service_tier,
-	// prompt_cache_key, safety_identifier, parallel_tool_calls (no tools),
-	// cache_prompt (the prefix cache is always on and does not change the
-	// output). Type-checked so that garbage there is still a 400.
-	if _, _, e = optString(m, "user"); e != nil {
+	// llama.cpp's cache_prompt (default true): false skips the prefix
+	// cache for this prompt, as llama-server does (the output is the same
+	// either way; only the prompt's time differs).
+	cachePrompt, set, e := optBool(m, "cache_prompt")
+	if e != nil {
 		return nil, e
 	}
-	if _, _, e = optBool(m, "cache_prompt"); e != nil {
+	g.noCache = set && !cachePrompt
+	// Accepted and ignored: user, metadata, store, service_tier,
+	// prompt_cache_key, safety_identifier, parallel_tool_calls (no tools).
+	// Type-checked so that garbage there is still a 400.
+	if _, _, e = optString(m, "user"); e != nil {
 		return nil, e
 	}
 	return g, nil

@@ -38,8 +38,9 @@
 //     value (null, false, 0, 1, [], {}): never silently ignored.
 //   - Ignored on purpose: user, metadata, store, service_tier,
 //     prompt_cache_key, safety_identifier, parallel_tool_calls,
-//     stream_options.include_obfuscation, and llama.cpp's cache_prompt (the
-//     prefix cache is always on; it does not change the output).
+//     stream_options.include_obfuscation.
+//   - llama.cpp's cache_prompt (default true): false makes the prompt skip
+//     the prefix cache (it is prefilled whole; the output is the same).
 //   - Length: max_completion_tokens, max_tokens and llama.cpp's n_predict
 //     are aliases (contradicting values are a 400; n_predict -1 means "as
 //     many as fit"). Default: min(Config.DefaultMaxTokens, room left).

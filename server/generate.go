@@ -211,12 +211,13 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 			r := scheduler.Request{
 				// Each choice gets its own copies: the scheduler may append
 				// to a sequence's tokens.
-				Prompt:      append([]int32(nil), p...),
-				MaxTokens:   maxTok,
-				Sampling:    g.sampling,
-				Stop:        g.stop,
-				IgnoreEOS:   g.ignoreEOS,
-				Speculative: g.speculative,
+				Prompt:        append([]int32(nil), p...),
+				MaxTokens:     maxTok,
+				Sampling:      g.sampling,
+				Stop:          g.stop,
+				IgnoreEOS:     g.ignoreEOS,
+				NoPrefixCache: g.noCache,
+				Speculative:   g.speculative,
 			}
 			if pred != nil {
 				r.Prediction = append([]int32(nil), pred...)

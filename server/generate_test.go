@@ -86,7 +86,7 @@ func TestRequestMappingFake(t *testing.T) {
 	_, url := startServer(t, Config{}, f)
 	res := do(t, "POST", url+"/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"max_tokens":3,
 		"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,"seed":42,"n":3,"stop":"end","ignore_eos":true,
-		"prediction":{"type":"content","content":"ab"},"speculative":{"proposer":"draft","k":4}}`)
+		"prediction":{"type":"content","content":"ab"},"speculative":{"proposer":"draft","k":4},"cache_prompt":false}`)
 	if res.status != 200 {
 		t.Fatalf("%d %s", res.status, res.body)
 	}
@@ -98,7 +98,7 @@ func TestRequestMappingFake(t *testing.T) {
 		q := r.req
 		if q.Sampling.Temperature != 0.7 || q.Sampling.TopP != 0.9 || q.Sampling.TopK != 40 || q.Sampling.MinP != 0.05 ||
 			q.Sampling.Seed != uint64(42+j) || q.MaxTokens != 3 || !q.IgnoreEOS || len(q.Stop) != 1 || q.Stop[0] != "end" ||
-			q.Speculative.Proposer != "draft" || q.Speculative.K != 4 {
+			q.Speculative.Proposer != "draft" || q.Speculative.K != 4 || !q.NoPrefixCache {
 			t.Errorf("request %d: %+v", j, q)
 		}
 		if len(q.Prediction) != 2 || q.Prediction[0] == fakeBOS {

@@ -88,7 +88,7 @@ func defaultConfig() Config {
 		Parallel:         8,
 		BlockSize:        16,
 		KVLayout:         "streams",
-		PrefixCache:      false,
+		PrefixCache:      true,
 		Preemption:       "recompute",
 		MaxWaiting:       256,
 		Speculative:      SpecConfig{KMin: 1, KMax: 8},
@@ -118,9 +118,9 @@ var configKeys = []struct{ key, flag, help string }{
 	{"parallel", "parallel", "most sequences decoded together"},
 	{"batch_size", "batch-size", "token budget of one step (0 = 512, or parallel × (k_max+1) if larger)"},
 	{"block_size", "block-size", "KV paging block in tokens"},
-	{"kv_layout", "kv-layout", "KV cache layout: streams (one per sequence, fastest) or unified (one shared pool; needed for prefix_cache)"},
-	{"prefix_cache", "prefix-cache", "reuse the KV of shared prompt prefixes (needs kv_layout unified)"},
-	{"prefix_cache_blocks", "prefix-cache-blocks", "most KV blocks the prefix cache keeps after their requests end (0 = 512 tokens' worth; at most ctx_size / block_size)"},
+	{"kv_layout", "kv-layout", "KV cache layout: streams (one per sequence, fastest) or unified (one pool shared by all sequences)"},
+	{"prefix_cache", "prefix-cache", "reuse the KV of shared prompt prefixes (streams: a finished request's stream is reused by the prompt that shares its longest prefix; unified: shared blocks)"},
+	{"prefix_cache_blocks", "prefix-cache-blocks", "most KV blocks the prefix cache keeps after their requests end (0 = streams: the whole pool, unified: 512 tokens' worth; at most ctx_size / block_size)"},
 	{"preemption", "preemption", "when KV blocks run out: recompute or swap"},
 	{"max_waiting", "max-waiting", "waiting queue bound; beyond it requests get 429"},
 	{"speculative.proposer", "proposer", "default proposer: draft, ngram or none (default: draft with --draft, else none)"},
@@ -374,11 +374,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kv_type: %w", err)
 	}
 	switch c.KVLayout {
-	case "streams":
-		if c.PrefixCache {
-			return errors.New("prefix_cache needs kv_layout unified (per-sequence streams cannot share cells; see docs/decisions/0001-kv-layout.md)")
-		}
-	case "unified":
+	case "streams", "unified":
 	default:
 		return fmt.Errorf("kv_layout %q: must be streams or unified", c.KVLayout)
 	}

@@ -64,7 +64,7 @@ func TestConfigLayers(t *testing.T) {
 			if c.Model != filepath.Join(dir, "m.gguf") {
 				return "model not resolved against the file's folder: " + c.Model
 			}
-			if c.CtxSize != 4096 || c.Host != "127.0.0.1" || c.PrefixCache || c.PrefixCacheBlocks != 0 || c.KVLayout != "streams" || c.ShutdownGrace != 10*time.Second {
+			if c.CtxSize != 4096 || c.Host != "127.0.0.1" || !c.PrefixCache || c.PrefixCacheBlocks != 0 || c.KVLayout != "streams" || c.ShutdownGrace != 10*time.Second {
 				return "defaults lost"
 			}
 			if c.ModelAlias != "m" || c.BatchSize != 512 || c.Threads < 1 {
