@@ -3,7 +3,9 @@ package engine
 import (
 	"fmt"
 	"os"
+	"slices"
 	"testing"
+	"time"
 )
 
 // BenchmarkCeiling is the backend's own limit for the serving workload of
@@ -106,6 +108,60 @@ func fetch(c *Context, next []int32, rows []int, n int) {
 func BenchmarkVerifyCost(b *testing.B) {
 	for n := 1; n <= 9; n++ {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) { benchVerify(b, n) })
+	}
+}
+
+// BenchmarkVerifyCostInterleaved measures the same passes (1..9 tokens at
+// a 128-token history) round-robin in one context, rotating the order every
+// round, so that drift of the machine's speed (other jobs, frequency) falls
+// on every n alike; separate sub-benchmarks run minutes apart and their
+// ratios spread by up to 1.6x. One iteration = one pass of every n. Reports
+// ms per pass for each n (n1-ms ... n9-ms), the median over iterations.
+func BenchmarkVerifyCostInterleaved(b *testing.B) {
+	const hist, maxN = 128, 9
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: 512, NSeqMax: 1, NBatch: 512, NUBatch: 512,
+		Threads: benchThreads(), FlashAttn: FlashAttnOff, TypeK: benchKV(), TypeV: benchKV()})
+	batch := newBatch(b, l, 512)
+	nv := m.Vocab().NTokens()
+	batch.Reset()
+	for p := range hist {
+		batch.Add(int32(1+p*7%(nv-1)), int32(p), 0, false)
+	}
+	if err := c.Decode(batch); err != nil {
+		b.Fatal(err)
+	}
+	pass := func(n int) time.Duration {
+		batch.Reset()
+		for j := range n {
+			batch.Add(int32(1+j*13%(nv-1)), int32(hist+j), 0, true)
+		}
+		t0 := time.Now()
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		for j := range n {
+			_ = argmax(c.Logits(j))
+		}
+		d := time.Since(t0)
+		c.SeqRemove(0, hist, -1)
+		return d
+	}
+	for n := 1; n <= maxN; n++ {
+		pass(n)
+	}
+	times := make([][]float64, maxN+1)
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range maxN {
+			n := 1 + (i+j)%maxN
+			times[n] = append(times[n], float64(pass(n).Microseconds())/1000)
+		}
+	}
+	b.StopTimer()
+	for n := 1; n <= maxN; n++ {
+		slices.Sort(times[n])
+		b.ReportMetric(times[n][len(times[n])/2], fmt.Sprintf("n%d-ms", n))
 	}
 }
 
