@@ -54,6 +54,11 @@ type Config struct {
 	// SpecK fixes the draft length when > 0; 0 = adaptive in [KMin, KMax].
 	SpecK      int
 	KMin, KMax int // defaults 1 and 8
+	// DraftPMin stops a sequence's draft early: after the first draft
+	// token, a token the draft model gives less than this probability is
+	// not proposed (llama.cpp's --draft-p-min; its default there is 0).
+	// The stop depends only on the draft, so output stays lossless. 0: off.
+	DraftPMin float64
 	// Threads is the compute threads of the one thread pool that target
 	// and draft share (they never decode at once). Default 2.
 	Threads int
@@ -125,6 +130,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("spec-k %d: must be in 0..%d", c.SpecK, maxK)
 	case c.KMin < 0 || c.KMax < c.KMin || c.KMax > maxK:
 		return fmt.Errorf("k bounds %d..%d: need 0 <= kmin <= kmax <= %d", c.KMin, c.KMax, maxK)
+	case c.DraftPMin < 0 || c.DraftPMin >= 1:
+		return fmt.Errorf("draft p-min %g: must be in [0, 1)", c.DraftPMin)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d: must be positive", c.Threads)
 	case c.FlashAttn != "off" && c.FlashAttn != "on" && c.FlashAttn != "auto":

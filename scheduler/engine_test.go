@@ -180,6 +180,24 @@ func TestRealBatchedEqualsAlone(t *testing.T) {
 			})
 		}
 	}
+	// A draft stopped early where the draft model is unsure (DraftPMin):
+	// still the plain output, and later positions are proposed less often.
+	t.Run("heavy/draft/k8/p_min", func(t *testing.T) {
+		e := newEngineRig(t, Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: "draft", SpecK: 8, DraftPMin: 0.6, SplitKV: true}, hv, st)
+		got := runAll(t, e.Scheduler, hreqs)
+		for i := range hreqs {
+			if !slices.Equal(got[i], hwant[i]) {
+				t.Fatalf("request %d: speculative %v\nplain %v", i, got[i], hwant[i])
+			}
+		}
+		s := waitIdle(t, e.Scheduler)
+		first, last := s.ProposedByPosition[0], s.ProposedByPosition[7]
+		if first == 0 || last*10 > first*9 {
+			t.Fatalf("proposed at position 1: %d, at 8: %d; p_min should cut drafts short", first, last)
+		}
+		t.Logf("proposed at position 1..8: %v", s.ProposedByPosition[:8])
+		checkKVMatches(t, e)
+	})
 }
 
 // checkKVMatches: after every step the scheduler compared each running

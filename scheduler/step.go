@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"specd/specdec"
@@ -472,12 +473,21 @@ func (s *Scheduler) runDraft(items []item) {
 			}
 			logits := s.draft.Logits(it.drow)
 			var d int32
+			var dist []float32
 			if q.sampler.Greedy() {
 				d = specdec.Argmax(logits)
 			} else {
-				dist := q.sampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
-				q.q = append(q.q, dist)
+				dist = q.sampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
 				d = q.sampler.SampleDraft(dist)
+			}
+			if j > 0 && s.cfg.DraftPMin > 0 && s.draftConf(logits, d, dist) < s.cfg.DraftPMin {
+				// Unsure: propose the j tokens so far. Its KV past them
+				// is trimmed with the rejected ones after verification.
+				it.k = j
+				continue
+			}
+			if dist != nil {
+				q.q = append(q.q, dist)
 			}
 			q.drafts = append(q.drafts, d)
 			if j+1 < it.k {
@@ -503,6 +513,21 @@ func (s *Scheduler) runDraft(items []item) {
 	s.statsMu.Lock()
 	s.stats.DraftDecodeTime += dt
 	s.statsMu.Unlock()
+}
+
+// draftConf is the draft model's probability of its proposal d: from the
+// sampling distribution when there is one, else softmax(logits)[d] (d is
+// the argmax, so this is the top probability, as llama.cpp's p_min test).
+func (s *Scheduler) draftConf(logits []float32, d int32, dist []float32) float64 {
+	if dist != nil {
+		return float64(dist[d])
+	}
+	top := logits[d]
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l - top))
+	}
+	return 1 / sum
 }
 
 // draftFailed: a failed draft decode costs speculation, not correctness:

@@ -74,10 +74,11 @@ type Config struct {
 // SpecConfig is the `speculative` section: the default proposer and k of
 // requests that do not choose their own.
 type SpecConfig struct {
-	Proposer string `yaml:"proposer"` // draft | ngram | none
-	K        int    `yaml:"k"`        // 0 = adaptive in [k_min, k_max]
-	KMin     int    `yaml:"k_min"`
-	KMax     int    `yaml:"k_max"`
+	Proposer string  `yaml:"proposer"` // draft | ngram | none
+	K        int     `yaml:"k"`        // 0 = adaptive in [k_min, k_max]
+	KMin     int     `yaml:"k_min"`
+	KMax     int     `yaml:"k_max"`
+	PMin     float64 `yaml:"p_min"` // stop drafting below this draft probability
 }
 
 // defaultConfig is every key's default; configs/specd.yaml repeats them in
@@ -127,6 +128,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.k", "spec-k", "draft length; 0 = adaptive in [k-min, k-max]"},
 	{"speculative.k_min", "k-min", "smallest adaptive draft length"},
 	{"speculative.k_max", "k-max", "largest draft length (raised to spec-k if smaller)"},
+	{"speculative.p_min", "draft-p-min", "stop a draft early at a token the draft model gives less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
 	{"kv_type", "kv-type", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ..."},
 	{"host", "host", "address to listen on"},
@@ -181,6 +183,12 @@ func (c *Config) set(key, s string) error {
 			return fmt.Errorf("%s: %q is not an integer", key, s)
 		}
 		f.SetInt(int64(n))
+	case f.Kind() == reflect.Float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", key, s)
+		}
+		f.SetFloat(x)
 	case f.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(strings.TrimSpace(s))
 		if err != nil {
@@ -416,6 +424,7 @@ func (c Config) SchedulerConfig() scheduler.Config {
 		SpecK:              c.Speculative.K,
 		KMin:               c.Speculative.KMin,
 		KMax:               c.Speculative.KMax,
+		DraftPMin:          c.Speculative.PMin,
 		Threads:            c.Threads,
 		FlashAttn:          c.FlashAttn,
 		KVType:             c.KVType,
