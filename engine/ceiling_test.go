@@ -118,35 +118,8 @@ func BenchmarkVerifyCost(b *testing.B) {
 // ratios spread by up to 1.6x. One iteration = one pass of every n. Reports
 // ms per pass for each n (n1-ms ... n9-ms), the median over iterations.
 func BenchmarkVerifyCostInterleaved(b *testing.B) {
-	const hist, maxN = 128, 9
-	l, m := stories(b)
-	c := newCtx(b, m, ContextParams{NCtx: 512, NSeqMax: 1, NBatch: 512, NUBatch: 512,
-		Threads: benchThreads(), FlashAttn: FlashAttnOff, TypeK: benchKV(), TypeV: benchKV()})
-	batch := newBatch(b, l, 512)
-	nv := m.Vocab().NTokens()
-	batch.Reset()
-	for p := range hist {
-		batch.Add(int32(1+p*7%(nv-1)), int32(p), 0, false)
-	}
-	if err := c.Decode(batch); err != nil {
-		b.Fatal(err)
-	}
-	pass := func(n int) time.Duration {
-		batch.Reset()
-		for j := range n {
-			batch.Add(int32(1+j*13%(nv-1)), int32(hist+j), 0, true)
-		}
-		t0 := time.Now()
-		if err := c.Decode(batch); err != nil {
-			b.Fatal(err)
-		}
-		for j := range n {
-			_ = argmax(c.Logits(j))
-		}
-		d := time.Since(t0)
-		c.SeqRemove(0, hist, -1)
-		return d
-	}
+	const maxN = 9
+	pass := verifyPass(b)
 	for n := 1; n <= maxN; n++ {
 		pass(n)
 	}
@@ -166,6 +139,22 @@ func BenchmarkVerifyCostInterleaved(b *testing.B) {
 }
 
 func benchVerify(b *testing.B, n int) {
+	pass := verifyPass(b)
+	for range 3 {
+		pass(n)
+	}
+	b.ResetTimer()
+	for range b.N {
+		pass(n)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/pass")
+}
+
+// verifyPass sets up one sequence with a 128-token history and returns a
+// pass: decode n more tokens in one llama_decode with logits for all n,
+// argmax each, drop them again. It returns the pass's time.
+func verifyPass(b *testing.B) func(n int) time.Duration {
 	const hist = 128
 	l, m := stories(b)
 	c := newCtx(b, m, ContextParams{NCtx: 512, NSeqMax: 1, NBatch: 512, NUBatch: 512,
@@ -179,26 +168,20 @@ func benchVerify(b *testing.B, n int) {
 	if err := c.Decode(batch); err != nil {
 		b.Fatal(err)
 	}
-	pass := func() {
+	return func(n int) time.Duration {
 		batch.Reset()
 		for j := range n {
 			batch.Add(int32(1+j*13%(nv-1)), int32(hist+j), 0, true)
 		}
+		t0 := time.Now()
 		if err := c.Decode(batch); err != nil {
 			b.Fatal(err)
 		}
 		for j := range n {
 			_ = argmax(c.Logits(j))
 		}
+		d := time.Since(t0)
 		c.SeqRemove(0, hist, -1)
+		return d
 	}
-	for range 3 {
-		pass()
-	}
-	b.ResetTimer()
-	for range b.N {
-		pass()
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/pass")
 }

@@ -13,6 +13,8 @@ type KVOps interface {
 	Remove(slot int32, p0, p1 int32)
 	// Copy is llama_memory_seq_cp(src, dst, p0, p1): the cells src owns in
 	// [p0, p1) become owned by dst too (shared, not copied, in a unified KV).
+	// With Config.SlotLocal it is only called as Copy(src, dst, 0, -1), a
+	// copy of src's whole stream into dst's empty one.
 	Copy(src, dst int32, p0, p1 int32)
 }
 
@@ -36,6 +38,7 @@ type Stats struct {
 	PrefixQueries uint64 // prompt blocks looked up by Admit
 	PrefixHits    uint64 // of which found in the cache
 	Evictions     uint64 // cached blocks evicted (LRU)
+	StreamCopies  uint64 // SlotLocal: hits copied from a running sequence's stream
 }
 
 // Probe is what Admit would do now, computed without side effects.
@@ -102,12 +105,15 @@ type Allocator struct {
 
 	hit    []int32 // scratch: blocks matched by the last lookup
 	hitCnt []int32 // scratch: per slot, matched blocks it holds
-	// SlotLocal: the zombie slot holding a.hit (-1: none), and the prompt's
-	// chain hashes (scratch, computed as far as some zombie matches).
+	// SlotLocal: the zombie slot holding a.hit (-1: none), or the running
+	// slot whose stream a.hit's blocks are to be copied from (copySrc, -1:
+	// none), and the prompt's chain hashes (scratch, computed as far as
+	// some slot matches).
 	matchSlot int32
+	copySrc   int32
 	ph        []uint64
 
-	queries, hits, evictions uint64
+	queries, hits, evictions, copies uint64
 
 	hashFn func(parent uint64, toks []int32) uint64 // chainHash; tests swap it
 }
@@ -182,6 +188,9 @@ func (a *Allocator) BlockSize() int { return int(a.bs) }
 // evicts the cached blocks it holds that the prompt does not reuse.
 func (a *Allocator) Admit(prompt []int32) (seq SeqID, cached int, ok bool) {
 	m, lastHash := a.match(prompt)
+	if a.copySrc >= 0 {
+		return a.admitCopy(m, lastHash)
+	}
 	s, adopt := a.pickSlot(m)
 	if s < 0 {
 		return -1, 0, false
@@ -273,12 +282,86 @@ func (a *Allocator) Admit(prompt []int32) (seq SeqID, cached int, ok bool) {
 	return SeqID(s), m * int(a.bs), true
 }
 
+// admitCopy is Admit for SlotLocal when a running sequence's stream holds a
+// longer prefix of the prompt (m blocks, in a.hit) than any zombie: the new
+// sequence takes a slot as an unmatched prompt would, gets a copy of the
+// source's whole stream (llama.cpp copies between streams only whole) and
+// drops it past the m blocks, which become its own new blocks with the
+// source's tokens and hashes. With fewer than m blocks available it takes
+// no prefix.
+func (a *Allocator) admitCopy(m int, lastHash uint64) (SeqID, int, bool) {
+	src := a.copySrc
+	if a.nFree+a.nCached < m {
+		m = 0
+	}
+	s, adopt := a.pickLocal(0)
+	if s < 0 {
+		return -1, 0, false
+	}
+	a.queries += uint64(len(a.ph)) // (len(prompt)-1)/B: matchLocal hashed them all
+	a.hits += uint64(m)
+	if m > 0 {
+		a.copies++
+	}
+	sl := &a.slots[s]
+	if adopt {
+		sl.state = slotRunning
+		a.zombies--
+		for _, b := range sl.table {
+			if b >= 0 {
+				a.evict(b)
+			}
+		}
+	} else {
+		a.takeFreeSlot(s)
+		sl.state = slotRunning
+	}
+	a.running++
+	sl.table = sl.table[:0]
+	if m > 0 {
+		a.ops.Copy(src, s, 0, -1)
+		a.ops.Remove(s, int32(m)*a.bs, -1)
+	}
+	bs := int(a.bs)
+	for i := 0; i < m; i++ {
+		from := a.hit[i]
+		b := a.take()
+		a.ref[b] = 1
+		a.owner[b] = s
+		a.idx[b] = int32(i)
+		a.list[b] = inNone
+		copy(a.toks[int(b)*bs:int(b+1)*bs], a.toks[int(from)*bs:int(from+1)*bs])
+		a.hash[b], a.parent[b] = a.hash[from], a.parent[from]
+		a.indexed[b] = true
+		sl.table = append(sl.table, b)
+	}
+	sl.held = 0
+	sl.n = int32(m) * a.bs
+	sl.nHashed = int32(m)
+	sl.lastHash = 0
+	if m > 0 {
+		sl.lastHash = lastHash
+	}
+	a.checkAfter("Admit")
+	return SeqID(s), m * bs, true
+}
+
 // Probe reports what Admit(prompt) would do now, without side effects, so
 // the scheduler can plan an admission (slot, cached tokens, blocks left for
 // the first chunk) before committing to it. The prefix-cache counters are not
 // touched.
 func (a *Allocator) Probe(prompt []int32) Probe {
 	m, _ := a.match(prompt)
+	if a.copySrc >= 0 {
+		if a.nFree+a.nCached < m {
+			m = 0
+		}
+		return Probe{
+			Cached:     m * int(a.bs),
+			Slot:       len(a.freeSlots) > 0 || a.zombies > 0,
+			FreeBlocks: a.nFree + a.nCached - m,
+		}
+	}
 	revive := 0
 	for _, b := range a.hit[:m] {
 		if a.ref[b] == 0 {
@@ -501,6 +584,7 @@ func (a *Allocator) Stats() Stats {
 		PrefixQueries: a.queries,
 		PrefixHits:    a.hits,
 		Evictions:     a.evictions,
+		StreamCopies:  a.copies,
 	}
 }
 
@@ -520,7 +604,7 @@ func (a *Allocator) ceilBlocks(n int) int { return (n + int(a.bs) - 1) / int(a.b
 // decoded again, for its logits.
 func (a *Allocator) match(prompt []int32) (m int, lastHash uint64) {
 	a.hit = a.hit[:0]
-	a.matchSlot = -1
+	a.matchSlot, a.copySrc = -1, -1
 	if !a.cfg.PrefixCache || len(prompt) == 0 {
 		return 0, 0
 	}
@@ -556,48 +640,57 @@ func equal(x, y []int32) bool {
 }
 
 // matchLocal is match for SlotLocal: the zombie slot whose own leading
-// blocks equal the prompt's longest (ties: the lowest slot id). Its blocks
-// are left in a.hit and the slot in a.matchSlot. O(prompt blocks + slots):
-// each prompt block is hashed at most once.
+// blocks equal the prompt's longest (ties: the lowest slot id), left in
+// a.hit and a.matchSlot; or, if a running sequence's committed blocks match
+// longer still, those, with the running slot in a.copySrc (Admit copies its
+// stream). The prompt's blocks are all hashed into a.ph.
+// O(prompt blocks + slots × matched blocks).
 func (a *Allocator) matchLocal(prompt []int32) (m int, lastHash uint64) {
 	bs := int(a.bs)
 	limit := (len(prompt) - 1) / bs
 	a.ph = a.ph[:0]
-	best, bestN := int32(-1), 0
+	var parent uint64
+	for n := 0; n < limit; n++ {
+		parent = a.hashFn(parent, prompt[n*bs:(n+1)*bs])
+		a.ph = append(a.ph, parent)
+	}
+	bestZ, nZ, bestR, nR := int32(-1), 0, int32(-1), 0
 	for z := range a.slots {
 		zs := &a.slots[z]
-		if zs.state != slotZombie {
+		var avail int // the slot's leading blocks that may match
+		switch zs.state {
+		case slotZombie:
+			avail = len(zs.table)
+		case slotRunning:
+			avail = int(zs.nHashed)
+		default:
 			continue
 		}
 		n := 0
-		for n < limit && n < len(zs.table) {
+		for n < limit && n < avail {
 			b := zs.table[n]
-			if b < 0 {
-				break
-			}
-			t := prompt[n*bs : (n+1)*bs]
-			if n == len(a.ph) {
-				var parent uint64
-				if n > 0 {
-					parent = a.ph[n-1]
-				}
-				a.ph = append(a.ph, a.hashFn(parent, t))
-			}
-			if a.hash[b] != a.ph[n] || !equal(a.toks[int(b)*bs:int(b+1)*bs], t) {
+			if b < 0 || a.hash[b] != a.ph[n] || !equal(a.toks[int(b)*bs:int(b+1)*bs], prompt[n*bs:(n+1)*bs]) {
 				break
 			}
 			n++
 		}
-		if n > bestN {
-			best, bestN = int32(z), n
+		if zs.state == slotZombie && n > nZ {
+			bestZ, nZ = int32(z), n
+		} else if zs.state == slotRunning && n > nR {
+			bestR, nR = int32(z), n
 		}
 	}
-	if best < 0 {
-		return 0, 0
+	switch {
+	case nR > nZ:
+		a.hit = append(a.hit, a.slots[bestR].table[:nR]...)
+		a.copySrc = bestR
+		return nR, a.ph[nR-1]
+	case nZ > 0:
+		a.hit = append(a.hit, a.slots[bestZ].table[:nZ]...)
+		a.matchSlot = bestZ
+		return nZ, a.ph[nZ-1]
 	}
-	a.hit = append(a.hit, a.slots[best].table[:bestN]...)
-	a.matchSlot = best
-	return bestN, a.ph[bestN-1]
+	return 0, 0
 }
 
 // pickSlot chooses the new sequence's slot given the m blocks in a.hit.

@@ -40,11 +40,14 @@
 //
 // Per-sequence streams (Config.SlotLocal; llama.cpp kv_unified = false): a
 // slot is a stream and cells are never shared, since llama.cpp copies
-// between streams only whole. A prompt reuses cached blocks only by taking
-// over the zombie whose own leading blocks match it longest (no Copy);
-// every committed block is cached when its sequence ends; and a prompt
-// that matches nothing takes the slot that keeps the running ids in the
-// fewest runs of consecutive ids (docs/decisions/0007).
+// between streams only whole. A prompt reuses cached blocks by taking over
+// the zombie whose own leading blocks match it longest (no Copy), or, when
+// a running sequence's committed blocks match longer, by a copy of that
+// sequence's whole stream (Copy(src, dst, 0, -1)) trimmed to the matched
+// blocks, which become the new sequence's own. Every committed block is
+// cached when its sequence ends, and a prompt that takes no zombie gets the
+// slot that keeps the running ids in the fewest runs of consecutive ids
+// (docs/decisions/0007).
 //
 // The budget exists because cached cells are not free in a unified KV: every
 // decode attends over the pool's whole used cell range, cached cells

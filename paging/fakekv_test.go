@@ -12,12 +12,14 @@ import (
 // owns is free. Decoding takes a free cell and fails when there is none,
 // which is exactly what paging exists to prevent.
 type fakeKV struct {
-	cells []fakeCell
-	free  []int32
-	owned []map[int32]int32 // per slot: position → cell
-	err   error             // first misuse seen
-	local bool              // per-slot streams: no cell is shared, Copy is misuse
-	log   *strings.Builder  // if set, every call is written here
+	cells  []fakeCell
+	free   []int32
+	owned  []map[int32]int32 // per slot: position → cell
+	err    error             // first misuse seen
+	local  bool              // per-slot streams: no cell is shared; Copy copies a whole stream
+	size   int               // cells the cache has; a local Copy may briefly use more
+	copies int               // Copy calls
+	log    *strings.Builder  // if set, every call is written here
 }
 
 type fakeCell struct {
@@ -28,7 +30,7 @@ type fakeCell struct {
 }
 
 func newFakeKV(nCells, nSlots int) *fakeKV {
-	f := &fakeKV{cells: make([]fakeCell, nCells), owned: make([]map[int32]int32, nSlots)}
+	f := &fakeKV{cells: make([]fakeCell, nCells), owned: make([]map[int32]int32, nSlots), size: nCells}
 	for i := nCells - 1; i >= 0; i-- {
 		f.free = append(f.free, int32(i))
 	}
@@ -86,6 +88,7 @@ func (f *fakeKV) Copy(src, dst int32, p0, p1 int32) {
 	if !f.checkSlot(src) || !f.checkSlot(dst) {
 		return
 	}
+	f.copies++
 	if p1 < 0 {
 		p1 = math.MaxInt32
 	}
@@ -94,7 +97,24 @@ func (f *fakeKV) Copy(src, dst int32, p0, p1 int32) {
 		return
 	}
 	if f.local {
-		f.fail("copy %d->%d with per-slot streams", src, dst)
+		// llama.cpp copies between streams only whole, into a reset
+		// stream. Each copied cell is a new cell with the same content (a
+		// real copy; the caller trims the tail at once, so the brief
+		// excess over size is not counted as a full cache).
+		if p0 != 0 || p1 != math.MaxInt32 {
+			f.fail("copy %d->%d [%d,%d) with per-slot streams: only whole streams copy", src, dst, p0, p1)
+			return
+		}
+		if len(f.owned[dst]) != 0 {
+			f.fail("copy %d->%d: destination stream holds %d cells", src, dst, len(f.owned[dst]))
+			return
+		}
+		for pos, c := range f.owned[src] {
+			n := f.newCell()
+			f.cells[n] = fakeCell{pos: pos, content: f.cells[c].content, nSeqs: 1}
+			f.cells[n].seqs[dst/64] |= 1 << (dst % 64)
+			f.owned[dst][pos] = n
+		}
 		return
 	}
 	for pos, c := range f.owned[src] {
@@ -121,11 +141,10 @@ func (f *fakeKV) decode(slot, pos int32, content uint64) error {
 		// (checked elsewhere) that is n.
 		return fmt.Errorf("decode slot %d pos %d: slot holds %d positions", slot, pos, n)
 	}
-	if len(f.free) == 0 {
-		return fmt.Errorf("decode slot %d pos %d: KV cache full (%d cells)", slot, pos, len(f.cells))
+	if f.inUse() >= f.size {
+		return fmt.Errorf("decode slot %d pos %d: KV cache full (%d cells)", slot, pos, f.size)
 	}
-	c := f.free[len(f.free)-1]
-	f.free = f.free[:len(f.free)-1]
+	c := f.newCell()
 	f.cells[c] = fakeCell{pos: pos, content: content, nSeqs: 1}
 	f.cells[c].seqs[slot/64] |= 1 << (slot % 64)
 	f.owned[slot][pos] = c
@@ -133,6 +152,18 @@ func (f *fakeKV) decode(slot, pos int32, content uint64) error {
 }
 
 func (f *fakeKV) inUse() int { return len(f.cells) - len(f.free) }
+
+// newCell takes a free cell, or adds one (only a whole-stream copy goes
+// past size, until its tail is removed).
+func (f *fakeKV) newCell() int32 {
+	if n := len(f.free); n > 0 {
+		c := f.free[n-1]
+		f.free = f.free[:n-1]
+		return c
+	}
+	f.cells = append(f.cells, fakeCell{})
+	return int32(len(f.cells) - 1)
+}
 
 // prefixContents returns, for each position i of toks, the content a cell at
 // i holds when computed after toks[:i+1]: a hash of the whole prefix.

@@ -351,6 +351,9 @@ func TestRandomOperations(t *testing.T) {
 				if cfg.PrefixCache && cfg.NumSlots > 1 && st.PrefixHits == 0 {
 					t.Errorf("no prefix hit in %d steps: the test exercises too little (%+v)", steps, st)
 				}
+				if cfg.SlotLocal && cfg.PrefixCache && cfg.NumSlots > 1 && h.kv.copies == 0 {
+					t.Errorf("SlotLocal: no stream copied from a running sequence in %d steps", steps)
+				}
 			})
 		}
 	}

@@ -1,6 +1,7 @@
 package paging
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -85,9 +86,10 @@ func TestSlotLocalReturningPromptAdoptsItsSlot(t *testing.T) {
 	}
 }
 
-// A prompt matching a running sequence's blocks cannot share them; among
-// zombies, the longest own match wins.
-func TestSlotLocalLongestZombieMatch(t *testing.T) {
+// Among zombies the longest own match is adopted; a running sequence whose
+// committed blocks match longer than any zombie is copied from (its whole
+// stream, then the tail dropped), leaving the zombies as they were.
+func TestSlotLocalLongestMatch(t *testing.T) {
 	a, kv := newLocal(t, 4)
 	base := seqToks(1, 20)
 	short := append(append([]int32(nil), base[:8]...), seqToks(300, 5)...) // shares 2 blocks
@@ -102,14 +104,36 @@ func TestSlotLocalLongestZombieMatch(t *testing.T) {
 		a.Commit(x.id, x.p)
 		a.Free(x.id)
 	}
-	running, _ := start(t, a, kv, base) // adopts the longest: the long one's slot
-	if running != idLong {
-		t.Fatalf("base adopted slot %d, want %d (longest match)", running, idLong)
+	running, cached := start(t, a, kv, base) // adopts the longest: the long one's slot
+	if running != idLong || cached != 16 {
+		t.Fatalf("base adopted slot %d (cached %d), want %d (longest match, 16)", running, cached, idLong)
 	}
-	// The short zombie's 2 blocks are still there; base's own blocks run.
+	if strings.Contains(kv.log.String(), "copy") {
+		t.Fatalf("adopting copied:\n%s", kv.log)
+	}
+	// base runs with 4 committed (adopted) blocks; the short zombie holds
+	// 2. A prompt sharing 3 blocks with base copies base's stream, into
+	// the slot next to base's (the zombie's: contiguity first).
+	kv.log.Reset()
 	id, cached := start(t, a, kv, append(append([]int32(nil), base[:12]...), 7))
-	if id != idShort || cached != 8 {
-		t.Fatalf("second prompt: slot %d cached %d, want 8 from the short zombie %d", id, cached, idShort)
+	if cached != 12 || id != idShort {
+		t.Fatalf("second prompt: slot %d cached %d, want 12 copied from running %d into slot %d", id, cached, running, idShort)
+	}
+	if want := fmt.Sprintf("copy %d->%d [0,-1)\nremove slot=%d [12,end)\n", running, id, id); !strings.HasSuffix(kv.log.String(), want) {
+		t.Fatalf("KV calls:\n%s\nwant them to end with:\n%s", kv.log, want)
+	}
+	if st := a.Stats(); st.Zombies != 0 || st.Running != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Copied blocks are the new sequence's own: it grows, commits and is
+	// freed like any other, and base is unaffected.
+	if a.Grow(id, 3) != 0 {
+		t.Fatal("Grow after copy failed")
+	}
+	a.Free(id)
+	a.Free(running)
+	if err := a.CheckInvariants(); err != nil {
+		t.Fatal(err)
 	}
 	if kv.err != nil {
 		t.Fatal(kv.err)

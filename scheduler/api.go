@@ -83,6 +83,7 @@ type Stats struct {
 	KVBlocksCached       int
 	PrefixQueries        uint64 // prompt blocks looked up
 	PrefixHits           uint64 // prompt blocks found cached
+	PrefixStreamCopies   uint64 // hits copied from a running sequence's KV stream (streams layout)
 	PreemptionsRecomp    uint64
 	PreemptionsSwap      uint64
 	Steps                uint64

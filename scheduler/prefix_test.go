@@ -263,3 +263,63 @@ func runScheduler(e *Engine) (stop func()) {
 	go e.Run(ctx)
 	return func() { cancel(); <-e.Done() }
 }
+
+// TestRealPrefixCopyFromRunning: with per-sequence streams, a prompt that
+// shares a prefix with a request still running gets a copy of that
+// request's stream (trimmed to the shared full blocks) instead of
+// prefilling it again, and generates exactly what a cold run generates;
+// the running request is undisturbed. With the stories260K target alone and
+// with the heavy target drafting with stories260K (both caches copy).
+func TestRealPrefixCopyFromRunning(t *testing.T) {
+	_, st, hv := realModels(t)
+	const n, shared = 400, 360
+	story := storyTokens(t, st.Vocab())
+	first, second := prefixPair(story, 0, shared, n)
+	long := Request{Prompt: first, MaxTokens: 96, IgnoreEOS: true}
+	short := Request{Prompt: second, MaxTokens: 32, IgnoreEOS: true}
+	for _, tc := range []struct {
+		name          string
+		target, draft *engine.Model
+		proposer      string
+	}{{"stories", st, nil, "none"}, {"heavy+draft", hv, st, "draft"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{CtxSize: 2048, MaxRunning: 4, MaxBatchTokens: 512, Proposer: tc.proposer, SpecK: 3, SplitKV: true}
+			coldCfg := cfg
+			coldCfg.DisablePrefixCache = true
+			cold := newEngineRig(t, coldCfg, tc.target, tc.draft)
+			want, _ := runRequests(t, cold.Scheduler, []Request{long, short})
+
+			warm := newEngineRig(t, cfg, tc.target, tc.draft)
+			ch, err := warm.Submit(context.Background(), long)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Wait for the first generated tokens: its prompt is committed.
+			var gotLong []int32
+			for ev := range ch {
+				gotLong = append(gotLong, ev.Tokens...)
+				if len(gotLong) >= 4 || ev.Done {
+					break
+				}
+			}
+			before := warm.Stats().PrefixStreamCopies
+			got, ev := runRequests(t, warm.Scheduler, []Request{short})
+			if c := warm.Stats().PrefixStreamCopies - before; c != 1 {
+				t.Fatalf("%d stream copies, want 1 (did the first request finish too soon?)", c)
+			}
+			for e := range ch {
+				gotLong = append(gotLong, e.Tokens...)
+			}
+			if c := ev[0].Usage.CachedTokens; c != shared/16*16 {
+				t.Fatalf("cached %d tokens, want %d copied from the running request", c, shared/16*16)
+			}
+			if !slices.Equal(got[0], want[1]) {
+				t.Fatalf("copied prefix: %v\ncold %v", got[0], want[1])
+			}
+			if !slices.Equal(gotLong, want[0]) {
+				t.Fatalf("the running request changed: %v\ncold %v", gotLong, want[0])
+			}
+			checkKVMatches(t, warm)
+		})
+	}
+}

@@ -395,6 +395,7 @@ func (s *Scheduler) publishStats(step, decode time.Duration) {
 	st.KVBlocksCached = ps.Cached
 	st.PrefixQueries = ps.PrefixQueries
 	st.PrefixHits = ps.PrefixHits
+	st.PrefixStreamCopies = ps.StreamCopies
 	if step > 0 {
 		st.Steps++
 		st.StepTime += step

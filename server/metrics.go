@@ -87,6 +87,7 @@ var (
 	dKVTotal        = desc("specd_kv_blocks_total_capacity", "KV cache blocks in all.")
 	dPrefixQueries  = desc("specd_prefix_cache_queries_total", "Prompt blocks looked up in the prefix cache.")
 	dPrefixHits     = desc("specd_prefix_cache_hits_total", "Prompt blocks found in the prefix cache.")
+	dPrefixCopies   = desc("specd_prefix_cache_stream_copies_total", "Prefix-cache hits served by copying a running sequence's KV stream (kv_layout streams).")
 	dPreemptions    = desc("specd_preemptions_total", "Sequences preempted, by mode.", "mode")
 	dSteps          = desc("specd_scheduler_steps_total", "Scheduler steps.")
 	dStepSeconds    = desc("specd_scheduler_step_seconds_total", "Wall time in scheduler steps.")
@@ -105,7 +106,7 @@ type statsCollector struct{ b Backend }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
-		dPrefixHits, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftProposed,
+		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftProposed,
 		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK} {
 		ch <- d
 	}
@@ -127,6 +128,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	g(dKVTotal, float64(st.KVBlocksTotal))
 	ctr(dPrefixQueries, float64(st.PrefixQueries))
 	ctr(dPrefixHits, float64(st.PrefixHits))
+	ctr(dPrefixCopies, float64(st.PrefixStreamCopies))
 	ctr(dPreemptions, float64(st.PreemptionsRecomp), "recompute")
 	ctr(dPreemptions, float64(st.PreemptionsSwap), "swap")
 	ctr(dSteps, float64(st.Steps))
