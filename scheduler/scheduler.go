@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -293,7 +294,15 @@ func (s *Scheduler) Stats() Stats {
 
 // Run is the loop. It returns when ctx is cancelled (failing every request
 // still in flight) or after Close once all work is done.
+//
+// The loop stays on one OS thread (runtime.LockOSThread): every llama_decode
+// is made from it, and native backends keep per-thread state: an OpenMP
+// build of ggml keeps one worker team per calling thread, so a goroutine
+// that migrated between threads woke a cold team (or made a new one) for
+// many decodes; GPU backends keep a current device per thread.
 func (s *Scheduler) Run(ctx context.Context) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer close(s.done)
 	defer s.stopped.Store(true)
 	for {
