@@ -3,7 +3,6 @@ package scheduler
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"specd/specdec"
@@ -480,7 +479,7 @@ func (s *Scheduler) runDraft(items []item) {
 				dist = q.sampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
 				d = q.sampler.SampleDraft(dist)
 			}
-			if j > 0 && s.cfg.DraftPMin > 0 && s.draftConf(logits, d, dist) < s.cfg.DraftPMin {
+			if j > 0 && s.cfg.DraftPMin > 0 && draftConf(logits, d, dist) < s.cfg.DraftPMin {
 				// Unsure: propose the j tokens so far. Its KV past them
 				// is trimmed with the rejected ones after verification.
 				it.k = j
@@ -516,18 +515,12 @@ func (s *Scheduler) runDraft(items []item) {
 }
 
 // draftConf is the draft model's probability of its proposal d: from the
-// sampling distribution when there is one, else softmax(logits)[d] (d is
-// the argmax, so this is the top probability, as llama.cpp's p_min test).
-func (s *Scheduler) draftConf(logits []float32, d int32, dist []float32) float64 {
+// sampling distribution when there is one, else softmax(logits)[d].
+func draftConf(logits []float32, d int32, dist []float32) float64 {
 	if dist != nil {
 		return float64(dist[d])
 	}
-	top := logits[d]
-	var sum float64
-	for _, l := range logits {
-		sum += math.Exp(float64(l - top))
-	}
-	return 1 / sum
+	return specdec.ProbOf(logits, d)
 }
 
 // draftFailed: a failed draft decode costs speculation, not correctness:

@@ -547,3 +547,15 @@ func (s *Sampler) prob(t int32) float64 {
 	}
 	return 0
 }
+
+// ProbOf is softmax(logits)[t] at temperature 1: for a draft model's greedy
+// proposal t (the argmax), its top probability, which llama.cpp's
+// --draft-p-min compares. One fast exp per vocabulary entry, no allocation.
+func ProbOf(logits []float32, t int32) float64 {
+	m := maxOf(logits)
+	var sum float64
+	for _, l := range logits {
+		sum += float64(expLow(l - m))
+	}
+	return float64(expLow(logits[t]-m)) / sum
+}

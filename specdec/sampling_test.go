@@ -375,3 +375,17 @@ func TestZeroAlloc(t *testing.T) {
 		}
 	}
 }
+
+func TestProbOf(t *testing.T) {
+	logits := []float32{1, 3, 2, -50}
+	var z float64
+	for _, l := range logits {
+		z += math.Exp(float64(l))
+	}
+	for i, l := range logits {
+		want := math.Exp(float64(l)) / z
+		if got := ProbOf(logits, int32(i)); math.Abs(got-want) > 1e-6*max(want, 1e-30) && math.Abs(got-want) > 1e-12 {
+			t.Errorf("ProbOf(%d) = %g, want %g", i, got, want)
+		}
+	}
+}
