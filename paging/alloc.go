@@ -199,23 +199,7 @@ func (a *Allocator) Admit(prompt []int32) (seq SeqID, cached int, ok bool) {
 		a.queries += uint64((len(prompt) - 1) / int(a.bs))
 		a.hits += uint64(m)
 	}
-	sl := &a.slots[s]
-	if adopt {
-		// Running from here on, so evicting its last held block below does
-		// not free the slot. Held blocks at other positions would collide
-		// with the new sequence's cells: evict them.
-		sl.state = slotRunning
-		a.zombies--
-		for i, b := range sl.table {
-			if b >= 0 && (i >= m || a.hit[i] != b) {
-				a.evict(b)
-			}
-		}
-	} else {
-		a.takeFreeSlot(s)
-		sl.state = slotRunning
-	}
-	a.running++
+	sl := a.claimSlot(s, adopt, m)
 	if cap(sl.table) < m {
 		sl.table = make([]int32, m, max(m, 16))
 	}
@@ -303,20 +287,7 @@ func (a *Allocator) admitCopy(m int, lastHash uint64) (SeqID, int, bool) {
 	if m > 0 {
 		a.copies++
 	}
-	sl := &a.slots[s]
-	if adopt {
-		sl.state = slotRunning
-		a.zombies--
-		for _, b := range sl.table {
-			if b >= 0 {
-				a.evict(b)
-			}
-		}
-	} else {
-		a.takeFreeSlot(s)
-		sl.state = slotRunning
-	}
-	a.running++
+	sl := a.claimSlot(s, adopt, 0)
 	sl.table = sl.table[:0]
 	if m > 0 {
 		a.ops.Copy(src, s, 0, -1)
@@ -344,6 +315,29 @@ func (a *Allocator) admitCopy(m int, lastHash uint64) (SeqID, int, bool) {
 	}
 	a.checkAfter("Admit")
 	return SeqID(s), m * bs, true
+}
+
+// claimSlot makes slot s (from pickSlot) run a new sequence. A free slot
+// leaves the free stack. An adopted zombie keeps, of the blocks it holds,
+// those at positions i < keep that are the matched a.hit[i]; the rest would
+// collide with the new sequence's cells and are evicted (the slot is
+// running first, so evicting its last held block does not free it).
+func (a *Allocator) claimSlot(s int32, adopt bool, keep int) *slot {
+	sl := &a.slots[s]
+	if adopt {
+		sl.state = slotRunning
+		a.zombies--
+		for i, b := range sl.table {
+			if b >= 0 && (i >= keep || a.hit[i] != b) {
+				a.evict(b)
+			}
+		}
+	} else {
+		a.takeFreeSlot(s)
+		sl.state = slotRunning
+	}
+	a.running++
+	return sl
 }
 
 // Probe reports what Admit(prompt) would do now, without side effects, so
