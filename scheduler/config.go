@@ -55,8 +55,10 @@ type Config struct {
 	SpecK      int
 	KMin, KMax int // defaults 1 and 8
 	// DraftPMin stops a sequence's draft early: after the first draft
-	// token, a token the draft model gives less than this probability is
-	// not proposed (llama.cpp's --draft-p-min; its default there is 0).
+	// token, at a position where the draft model's most likely token has
+	// less than this probability, nothing more is proposed (llama.cpp's
+	// --draft-p-min, which reads the top probability too; its default
+	// there is 0).
 	// The stop depends only on the draft, so output stays lossless. 0: off.
 	DraftPMin float64
 	// Threads is the compute threads of the one thread pool that target

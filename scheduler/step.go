@@ -514,11 +514,18 @@ func (s *Scheduler) runDraft(items []item) {
 	s.statsMu.Unlock()
 }
 
-// draftConf is the draft model's probability of its proposal d: from the
-// sampling distribution when there is one, else softmax(logits)[d].
+// draftConf is how sure the draft model is at this position, as llama.cpp's
+// --draft-p-min reads it: the top probability of the draft's sampling
+// distribution when there is one (temperature > 0: the proposal d itself
+// may be a less likely token), else softmax(logits)[d] for the greedy
+// proposal d, the argmax.
 func draftConf(logits []float32, d int32, dist []float32) float64 {
 	if dist != nil {
-		return float64(dist[d])
+		top := float32(0)
+		for _, p := range dist {
+			top = max(top, p)
+		}
+		return float64(top)
 	}
 	return specdec.ProbOf(logits, d)
 }

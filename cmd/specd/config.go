@@ -128,7 +128,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.k", "spec-k", "draft length; 0 = adaptive in [k-min, k-max]"},
 	{"speculative.k_min", "k-min", "smallest adaptive draft length"},
 	{"speculative.k_max", "k-max", "largest draft length (raised to spec-k if smaller)"},
-	{"speculative.p_min", "draft-p-min", "stop a draft early at a token the draft model gives less than this probability (after the first; 0 = never)"},
+	{"speculative.p_min", "draft-p-min", "stop a draft early where the draft model's top token has less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
 	{"kv_type", "kv-type", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ..."},
 	{"host", "host", "address to listen on"},
