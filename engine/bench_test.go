@@ -2,6 +2,7 @@ package engine
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -22,6 +23,10 @@ func benchThreads() int {
 }
 
 func benchDecode(b *testing.B, nSeq int) {
+	// As the scheduler's loop does: an OpenMP build keeps a worker team per
+	// calling OS thread, and a goroutine that migrates wakes cold ones.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	l, m := stories(b)
 	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: benchThreads(), FlashAttn: FlashAttnOff})
 	batch := newBatch(b, l, nSeq)

@@ -1,11 +1,16 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+
+	"specd/internal/testenv"
 )
 
 // BenchmarkCeiling is the backend's own limit for the serving workload of
@@ -183,5 +188,78 @@ func verifyPass(b *testing.B) func(n int) time.Duration {
 		d := time.Since(t0)
 		c.SeqRemove(0, hist, -1)
 		return d
+	}
+}
+
+// BenchmarkDraftAfterVerify is the draft model's one-token decode as the
+// speculative loop sees it: after each target verify pass of 4 tokens
+// (SPECD_TEST_MODEL, at a 128-token history), 3 draft decodes (stories260K,
+// or $SPECD_BENCH_DRAFT), against the same draft decodes back to back with
+// no target pass between rounds. Reports the median ms per draft decode of
+// each (after-verify-ms, alone-ms), of the first after a verify
+// (first-after-ms) and of the verify pass (verify-ms).
+func BenchmarkDraftAfterVerify(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const k, hist = 3, 128
+	pass := verifyPass(b)
+	l, _ := stories(b)
+	path := os.Getenv("SPECD_BENCH_DRAFT")
+	if path == "" {
+		path = filepath.Join(testenv.RepoRoot(), "..", "shared", "models", "stories260K.gguf")
+	}
+	dm, err := l.LoadModel(context.Background(), ModelParams{Path: path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dm.Close()
+	dc := newCtx(b, dm, ContextParams{NCtx: 512, NSeqMax: 1, NBatch: 512, NUBatch: 512,
+		Threads: benchThreads(), FlashAttn: FlashAttnOff})
+	batch := newBatch(b, l, 512)
+	nv := dm.Vocab().NTokens()
+	for p := range hist {
+		batch.Add(int32(1+p*7%(nv-1)), int32(p), 0, p == hist-1)
+	}
+	if err := dc.Decode(batch); err != nil {
+		b.Fatal(err)
+	}
+	// every returns v[i], v[i+n], v[i+2n], ...
+	every := func(v []float64, n, i int) (out []float64) {
+		for ; i < len(v); i += n {
+			out = append(out, v[i])
+		}
+		return out
+	}
+	// drafts decodes k tokens one at a time after the history, then drops
+	// them; it returns the time of each decode.
+	drafts := func(out []float64) []float64 {
+		tok := int32(1)
+		for j := range k {
+			batch.Reset()
+			batch.Add(tok, int32(hist+j), 0, true)
+			t0 := time.Now()
+			if err := dc.Decode(batch); err != nil {
+				b.Fatal(err)
+			}
+			tok = argmax(dc.Logits(0))
+			out = append(out, float64(time.Since(t0).Microseconds())/1000)
+		}
+		dc.SeqRemove(0, hist, -1)
+		return out
+	}
+	var after, alone, verify []float64
+	b.ResetTimer()
+	for range b.N {
+		verify = append(verify, float64(pass(k+1).Microseconds())/1000)
+		after = drafts(after)
+		alone = drafts(alone)
+	}
+	b.StopTimer()
+	for _, s := range []struct {
+		name string
+		v    []float64
+	}{{"after-verify-ms", after}, {"first-after-ms", every(after, k, 0)}, {"alone-ms", alone}, {"verify-ms", verify}} {
+		slices.Sort(s.v)
+		b.ReportMetric(s.v[len(s.v)/2], s.name)
 	}
 }
