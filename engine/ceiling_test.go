@@ -263,3 +263,77 @@ func BenchmarkDraftAfterVerify(b *testing.B) {
 		b.ReportMetric(s.v[len(s.v)/2], s.name)
 	}
 }
+
+// BenchmarkStepShapes times the target passes continuous batching mixes,
+// round-robin in one context of 4 streams: one 128-token prompt, four at
+// once, three one-token decodes (64-token histories) plus one prompt, and
+// three or four decodes alone. Reports the median ms of each. With
+// SPECD_TEST_MODEL=.cache/models/heavy-q8.gguf SPECD_BENCH_THREADS=1 it
+// shows whether prompts arriving together (lockstep) or one at a time next
+// to decodes cost more per row (decisions/0008).
+func BenchmarkStepShapes(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: 4 * 384, NSeqMax: 4, NBatch: 512, NUBatch: 512,
+		Threads: benchThreads(), FlashAttn: FlashAttnOff, TypeK: benchKV(), TypeV: benchKV()})
+	batch := newBatch(b, l, 512)
+	nv := m.Vocab().NTokens()
+	tok := func(s, p int) int32 { return int32(1 + (s*131+p*7)%(nv-1)) }
+	// pass: decoders (after a 64-token history each) decode one token, and
+	// prompts prefill 128 tokens, in one llama_decode; its time.
+	pass := func(prompts, decoders []int) time.Duration {
+		c.ClearKV()
+		batch.Reset()
+		for _, s := range decoders {
+			for p := range 64 {
+				batch.Add(tok(s, p), int32(p), int32(s), false)
+			}
+		}
+		if batch.Len() > 0 {
+			if err := c.Decode(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		batch.Reset()
+		// Ascending sequence ids, as the scheduler sorts a step's items.
+		for s := range 4 {
+			if slices.Contains(decoders, s) {
+				batch.Add(tok(s, 64), 64, int32(s), true)
+			}
+			if slices.Contains(prompts, s) {
+				for p := range 128 {
+					batch.Add(tok(s, p), int32(p), int32(s), p == 127)
+				}
+			}
+		}
+		t0 := time.Now()
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	shapes := []struct {
+		name              string
+		prompts, decoders []int
+	}{
+		{"prompt", []int{3}, nil},
+		{"4prompts", []int{0, 1, 2, 3}, nil},
+		{"3dec+prompt", []int{3}, []int{0, 1, 2}},
+		{"3dec", nil, []int{0, 1, 2}},
+		{"4dec", nil, []int{0, 1, 2, 3}},
+	}
+	times := make([][]float64, len(shapes))
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range shapes {
+			n := (i + j) % len(shapes)
+			times[n] = append(times[n], float64(pass(shapes[n].prompts, shapes[n].decoders).Microseconds())/1000)
+		}
+	}
+	b.StopTimer()
+	for n, sh := range shapes {
+		slices.Sort(times[n])
+		b.ReportMetric(times[n][len(times[n])/2], sh.name+"-ms")
+	}
+}

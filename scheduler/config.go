@@ -61,6 +61,11 @@ type Config struct {
 	// there is 0).
 	// The stop depends only on the draft, so output stays lossless. 0: off.
 	DraftPMin float64
+	// SpecMinGain is the margin adaptive k asks of speculation: a step
+	// speculates only if the cost model expects more than this fraction
+	// above plain decoding's tokens per second (specdec.KConfig.MinGain).
+	// 0: the default, 0.1; negative: no margin.
+	SpecMinGain float64
 	// Threads is the compute threads of the one thread pool that target
 	// and draft share (they never decode at once). Default 2.
 	Threads int
@@ -69,6 +74,10 @@ type Config struct {
 	// KVType: "f16" (default), "q8_0", "f32".
 	KVType string
 }
+
+// DefaultSpecMinGain is SpecMinGain's default: adaptive k speculates only
+// where the cost model expects it to pay by more than 10 % (decisions/0008).
+const DefaultSpecMinGain = 0.1
 
 // EnsureDefaults fills zero fields.
 func (c *Config) EnsureDefaults() {
@@ -98,6 +107,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.Threads == 0 {
 		c.Threads = 2
+	}
+	if c.SpecMinGain == 0 {
+		c.SpecMinGain = DefaultSpecMinGain
 	}
 	if c.FlashAttn == "" {
 		c.FlashAttn = "off"
@@ -134,6 +146,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("k bounds %d..%d: need 0 <= kmin <= kmax <= %d", c.KMin, c.KMax, maxK)
 	case c.DraftPMin < 0 || c.DraftPMin >= 1:
 		return fmt.Errorf("draft p-min %g: must be in [0, 1)", c.DraftPMin)
+	case !(c.SpecMinGain <= 10): // negative = none; NaN fails
+		return fmt.Errorf("speculation min gain %g: must be at most 10", c.SpecMinGain)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d: must be positive", c.Threads)
 	case c.FlashAttn != "off" && c.FlashAttn != "on" && c.FlashAttn != "auto":

@@ -99,9 +99,10 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		kcfg: specdec.KConfig{
-			KMin:  cfg.KMin,
-			KMax:  cfg.KMax,
-			Fixed: cfg.SpecK,
+			KMin:    cfg.KMin,
+			KMax:    cfg.KMax,
+			Fixed:   cfg.SpecK,
+			MinGain: max(cfg.SpecMinGain, 0),
 		},
 	}
 	cached := cfg.PrefixCacheBlocks

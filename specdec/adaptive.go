@@ -24,6 +24,13 @@ type KConfig struct {
 	// Decay is the weight kept by the acceptance average per observed step
 	// (default 0.9: the last ~10 steps dominate).
 	Decay float64
+	// MinGain is the margin speculation must promise over plain decoding:
+	// a batch speculates only if its expected tokens per second beat the
+	// k = 0 rate by more than this fraction (0: any gain; no default).
+	// Near break-even the measured costs cannot tell the two apart, and a
+	// few speculating steps desynchronise sequences that would otherwise
+	// prefill and decode in lockstep.
+	MinGain float64
 }
 
 // KConfig defaults.
@@ -69,6 +76,8 @@ func (c KConfig) Validate() error {
 		return fmt.Errorf("specdec: prior trials %v (want > 0)", c.PriorTrials)
 	case !(d.Decay > 0 && d.Decay < 1):
 		return fmt.Errorf("specdec: decay %v (want 0 < d < 1)", c.Decay)
+	case !(d.MinGain >= 0 && d.MinGain <= 10):
+		return fmt.Errorf("specdec: min gain %v (want 0 <= g <= 10)", c.MinGain)
 	}
 	return nil
 }
@@ -174,8 +183,9 @@ func ChooseK(cfg KConfig, alpha float64, draft func(k int) float64, verify func(
 		return c.Fixed
 	}
 	best, bestRate := 0, 1/verify(0)
+	floor := bestRate * (1 + c.MinGain)
 	for k := max(c.KMin, 1); k <= c.KMax; k++ {
-		if rate := ExpectedTokens(alpha, k) / (draft(k) + verify(k)); rate > bestRate {
+		if rate := ExpectedTokens(alpha, k) / (draft(k) + verify(k)); rate > bestRate && rate > floor {
 			best, bestRate = k, rate
 		}
 	}
@@ -209,8 +219,9 @@ type BatchChooser struct {
 // each depth D in {0} ∪ [KMin, KMax] and, for each, letting the m
 // sequences with the highest acceptance speculate (k_i = min(D, Limit_i)),
 // every m; so it chooses k = 0 for the sequences, or the whole batch,
-// where speculating does not pay. It returns the expected tokens per second
-// of the choice. With cfg.Fixed > 0 every sequence gets min(Fixed, Limit).
+// where speculating does not pay by more than cfg.MinGain. It returns the
+// expected tokens per second of the choice. With cfg.Fixed > 0 every
+// sequence gets min(Fixed, Limit).
 func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
 	c := cfg.WithDefaults()
 	B := len(seqs)
@@ -236,6 +247,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 	}
 	bestD, bestM := 0, 0
 	bestRate := float64(B) / cost.VerifyCost(base+B)
+	floor := bestRate * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
 		tokens, verify, nModel := float64(B), base+B, 0
 		for m, i := range b.order {
@@ -250,7 +262,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 			if nModel > 0 {
 				t += float64(D) * cost.DraftCost(nModel)
 			}
-			if rate := tokens / t; rate > bestRate {
+			if rate := tokens / t; rate > bestRate && rate > floor {
 				bestRate, bestD, bestM = rate, D, m+1
 			}
 		}

@@ -180,8 +180,49 @@ func TestBatchChooser(t *testing.T) {
 	}
 }
 
+// MinGain: a batch whose best k promises a few per cent over plain decoding
+// speculates without a margin and not with one; a large gain passes both.
+func TestBatchChooserMinGain(t *testing.T) {
+	var b BatchChooser
+	// 10 ms a pass plus 2 ms a row, free drafts, 4 sequences: plain 4
+	// tokens / 18 ms; k = 1 at alpha 0.53: 4*1.53 tokens / 26 ms, 1.06
+	// times the plain rate.
+	costs := fakeCosts{10e-3, 2e-3, 0}
+	batch := func(alpha float64) []BatchSeq {
+		s := make([]BatchSeq, 4)
+		for i := range s {
+			s[i] = BatchSeq{Alpha: alpha, Limit: 8, Model: true}
+		}
+		return s
+	}
+	spec := func(seqs []BatchSeq) bool {
+		for _, s := range seqs {
+			if s.K > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	plain := 4 / costs.VerifyCost(4)
+	seqs := batch(0.53)
+	if rate := b.Choose(KConfig{KMax: 1}, seqs, 0, costs); !spec(seqs) || rate < 1.03*plain || rate > 1.1*plain {
+		t.Fatalf("no margin: ks %v, rate %.1f vs plain %.1f: want speculation at a 3-10 %% gain", ks(seqs), rate, plain)
+	}
+	if rate := b.Choose(KConfig{KMax: 1, MinGain: 0.1}, seqs, 0, costs); spec(seqs) || rate != plain {
+		t.Errorf("margin 0.1: ks %v, rate %.1f vs plain %.1f: want no speculation", ks(seqs), rate, plain)
+	}
+	seqs = batch(0.99)
+	if b.Choose(KConfig{MinGain: 0.1}, seqs, 0, fakeCosts{10e-3, 0.05e-3, 0.5e-3}); !spec(seqs) {
+		t.Errorf("margin 0.1, memory-bound, alpha 0.99: ks %v, want speculation", ks(seqs))
+	}
+	if k := ChooseK(KConfig{KMax: 1, MinGain: 0.1}, 0.53, func(int) float64 { return 0 },
+		func(k int) float64 { return costs.VerifyCost(4 * (k + 1)) }); k != 0 {
+		t.Errorf("ChooseK with margin 0.1 at a 6 %% gain: k = %d, want 0", k)
+	}
+}
+
 func ks(seqs []BatchSeq) (out [5]int) {
-	for i := range out {
+	for i := range min(len(out), len(seqs)) {
 		out[i] = seqs[i].K
 	}
 	return out
@@ -199,6 +240,8 @@ func TestKConfigValidate(t *testing.T) {
 		{KConfig{Fixed: -1}, false},
 		{KConfig{Alpha0: 1}, false},
 		{KConfig{Decay: 1.5}, false},
+		{KConfig{MinGain: -0.1}, false},
+		{KConfig{MinGain: 0.2}, true},
 	} {
 		if err := c.c.Validate(); (err == nil) != c.ok {
 			t.Errorf("%+v: Validate() = %v, want ok=%v", c.c, err, c.ok)

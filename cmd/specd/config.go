@@ -78,7 +78,8 @@ type SpecConfig struct {
 	K        int     `yaml:"k"`        // 0 = adaptive in [k_min, k_max]
 	KMin     int     `yaml:"k_min"`
 	KMax     int     `yaml:"k_max"`
-	PMin     float64 `yaml:"p_min"` // stop drafting below this draft probability
+	PMin     float64 `yaml:"p_min"`    // stop drafting below this draft probability
+	MinGain  float64 `yaml:"min_gain"` // adaptive k: least expected gain to speculate
 }
 
 // defaultConfig is every key's default; configs/specd.yaml repeats them in
@@ -92,7 +93,7 @@ func defaultConfig() Config {
 		PrefixCache:      true,
 		Preemption:       "recompute",
 		MaxWaiting:       256,
-		Speculative:      SpecConfig{KMin: 1, KMax: 8},
+		Speculative:      SpecConfig{KMin: 1, KMax: 8, MinGain: scheduler.DefaultSpecMinGain},
 		FlashAttn:        "off",
 		KVType:           "f16",
 		Host:             server.DefaultHost,
@@ -128,6 +129,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.k", "spec-k", "draft length; 0 = adaptive in [k-min, k-max]"},
 	{"speculative.k_min", "k-min", "smallest adaptive draft length"},
 	{"speculative.k_max", "k-max", "largest draft length (raised to spec-k if smaller)"},
+	{"speculative.min_gain", "spec-min-gain", "adaptive k speculates only where the measured costs promise more than this fraction above plain decoding's tokens/s (0 = any gain)"},
 	{"speculative.p_min", "draft-p-min", "stop a draft early where the draft model's top token has less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
 	{"kv_type", "kv-type", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ..."},
@@ -395,6 +397,9 @@ func (c Config) Validate() error {
 	if c.Port == 0 {
 		return errors.New("port 0: give a port in 1..65535")
 	}
+	if !(c.Speculative.MinGain >= 0 && c.Speculative.MinGain <= 10) {
+		return fmt.Errorf("speculative.min_gain %g: must be in [0, 10]", c.Speculative.MinGain)
+	}
 	if c.MaxBodyBytes < 1 || c.RequestTimeout <= 0 || c.ShutdownGrace < 0 || c.DefaultMaxTokens < 1 {
 		return errors.New("max_body_bytes, request_timeout and default_max_tokens must be positive, shutdown_grace not negative")
 	}
@@ -425,10 +430,20 @@ func (c Config) SchedulerConfig() scheduler.Config {
 		KMin:               c.Speculative.KMin,
 		KMax:               c.Speculative.KMax,
 		DraftPMin:          c.Speculative.PMin,
+		SpecMinGain:        specMinGain(c.Speculative.MinGain),
 		Threads:            c.Threads,
 		FlashAttn:          c.FlashAttn,
 		KVType:             c.KVType,
 	}
+}
+
+// specMinGain maps the config's min_gain (0 = no margin) to the
+// scheduler's field (0 = its default, negative = no margin).
+func specMinGain(g float64) float64 {
+	if g == 0 {
+		return -1
+	}
+	return g
 }
 
 // ServerConfig is the HTTP server's part of c.

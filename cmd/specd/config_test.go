@@ -67,7 +67,7 @@ func TestConfigLayers(t *testing.T) {
 			if c.CtxSize != 4096 || c.Host != "127.0.0.1" || !c.PrefixCache || c.PrefixCacheBlocks != 0 || c.KVLayout != "streams" || c.ShutdownGrace != 10*time.Second {
 				return "defaults lost"
 			}
-			if c.ModelAlias != "m" || c.BatchSize != 512 || c.Threads < 1 {
+			if c.ModelAlias != "m" || c.BatchSize != 512 || c.Threads < 1 || c.SchedulerConfig().SpecMinGain != 0.1 {
 				return "derived defaults wrong"
 			}
 			return ""
@@ -109,6 +109,17 @@ func TestConfigLayers(t *testing.T) {
 			}
 			if c.BatchSize != 64*9 {
 				return "batch_size should grow to parallel × (k_max+1)"
+			}
+			return ""
+		}},
+		{"min_gain", []string{"--model", filepath.Join(dir, "m.gguf"), "--spec-min-gain", "0"}, nil, func(c Config) string {
+			if c.Speculative.MinGain != 0 || c.SchedulerConfig().SpecMinGain >= 0 {
+				return "min_gain 0 should reach the scheduler as no margin"
+			}
+			sc := c.SchedulerConfig()
+			sc.EnsureDefaults()
+			if sc.SpecMinGain >= 0 {
+				return "min_gain 0 became the scheduler's default margin"
 			}
 			return ""
 		}},
@@ -167,6 +178,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative prefix cache blocks", "", []string{"--model", m, "--prefix-cache-blocks", "-1"}, nil, `prefix-cache-blocks -1`},
 		{"p_min not a number", "", []string{"--model", m, "--draft-p-min", "half"}, nil, `speculative.p_min: "half" is not a number`},
 		{"p_min out of range", "", []string{"--model", m, "--draft-p-min", "1.5"}, nil, `draft p-min 1.5: must be in \[0, 1\)`},
+		{"min_gain negative", "", []string{"--model", m, "--spec-min-gain", "-0.1"}, nil, `speculative.min_gain -0.1: must be in \[0, 10\]`},
 		{"prefix cache blocks above the pool", "model: m.gguf\nctx_size: 1024\nkv_layout: unified\nprefix_cache: true\nprefix_cache_blocks: 65\n", nil, nil, `prefix-cache-blocks 65: must be in 0\.\.64`},
 		{"missing config file", "", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, `config: open .*none.yaml`},
 	}
