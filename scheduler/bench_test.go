@@ -220,12 +220,32 @@ func throughputRequests(tb testing.TB, v *engine.Vocab, n, gen int, sp Speculati
 	return reqs
 }
 
+// benchThroughputPrompt is benchThroughput without a draft for prompts of
+// promptLen synthetic tokens (BenchmarkCeiling's: ids spread over the
+// vocabulary, distinct per stream).
+func benchThroughputPrompt(b *testing.B, cfg Config, target *engine.Model, streams, promptLen, gen int) {
+	nv := target.Vocab().NTokens()
+	reqs := make([]Request, streams)
+	for s := range reqs {
+		p := make([]int32, promptLen)
+		for i := range p {
+			p[i] = int32(1 + (s*131+i*7)%(nv-1))
+		}
+		reqs[s] = Request{Prompt: p, MaxTokens: gen, IgnoreEOS: true}
+	}
+	benchRun(b, benchEngine(b, cfg, target, nil), reqs)
+}
+
 // benchThroughput runs b.N rounds of `streams` concurrent requests of gen
 // tokens each and reports generated tokens per second, the Go-side share of
 // step time and, with speculation, the acceptance rate and the last k.
 func benchThroughput(b *testing.B, cfg Config, target, draft *engine.Model, streams, gen int, sp Speculative) {
-	e := benchEngine(b, cfg, target, draft)
-	reqs := throughputRequests(b, target.Vocab(), streams, gen, sp)
+	benchRun(b, benchEngine(b, cfg, target, draft), throughputRequests(b, target.Vocab(), streams, gen, sp))
+}
+
+// benchRun runs reqs b.N times after a warm-up round and reports the
+// metrics benchThroughput describes.
+func benchRun(b *testing.B, e *Engine, reqs []Request) {
 	runRequests(b, e.Scheduler, reqs) // warm up
 	s0 := e.Stats()
 	b.ResetTimer()
@@ -261,6 +281,14 @@ func BenchmarkRealThroughput(b *testing.B) {
 			b.Run(fmt.Sprintf("stories/none/streams=%d/threads=%d", n, th), func(b *testing.B) {
 				cfg := Config{CtxSize: 8192, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th}
 				benchThroughput(b, cfg, st, nil, n, gen, Speculative{})
+			})
+		}
+		for _, n := range []int{1, 4, 16, 32} {
+			// The daemon's shape and the engine's BenchmarkCeiling workload:
+			// one KV stream of 384 cells per sequence, 128-token prompts.
+			b.Run(fmt.Sprintf("stories/none/serve/streams=%d/threads=%d", n, th), func(b *testing.B) {
+				cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
+				benchThroughputPrompt(b, cfg, st, n, 128, gen)
 			})
 		}
 		for _, n := range []int{1, 4} {
