@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"specd/engine"
-	"specd/specdec"
 	"specd/internal/testenv"
+	"specd/specdec"
 )
 
 // meanK runs long greedy requests with adaptive k and returns the mean
