@@ -350,25 +350,14 @@ func (c *costCurve) at(n int) float64 {
 		}
 		if n < 32 && c.x[hi] >= 32 {
 			// An unmeasured small batch (a verify of a few drafts) between a
-			// measured small one and prefill-sized ones. Interpolating
+			// measured small one and prefill-sized ones: assume it costs no
+			// more than the smaller one until measured. Interpolating
 			// towards a prefill's per-row cost made the first drafts look
 			// dear, so adaptive k could settle at 0 without ever measuring
 			// a verify (single stream, 2 threads: 46 tok/s against 124 at
-			// a fixed k). Instead extend the small sizes' own average
-			// slope (from the smallest measured size; never negative), or,
-			// with one small size measured, stay flat: optimism that the
-			// first step trying it corrects. Flat at every size made a
-			// step of 17 rows at 16 streams look as cheap as 16, so each
-			// next size was tried once (decisions/0008).
-			y := c.y[lo]
-			for j := 0; j < lo; j++ {
-				if c.n[j] > 0 {
-					slope := max(0, (c.y[lo]-c.y[j])/(c.x[lo]-c.x[j]))
-					y += slope * (x - c.x[lo])
-					break
-				}
-			}
-			return min(y, c.y[lo]+(c.y[hi]-c.y[lo])*(x-c.x[lo])/(c.x[hi]-c.x[lo]))
+			// a fixed k). Optimism here is corrected by the first step that
+			// tries it.
+			return c.y[lo]
 		}
 		return c.y[lo] + (c.y[hi]-c.y[lo])*(x-c.x[lo])/(c.x[hi]-c.x[lo])
 	case lo >= 0:

@@ -139,32 +139,6 @@ func TestCostModel(t *testing.T) {
 	}
 }
 
-// An unmeasured size below 32 rows with prefill sizes above it: flat from
-// the one small size measured (explore), else the small sizes' average
-// slope, never negative and never above the interpolation to the prefill.
-func TestCostModelSmallUnmeasured(t *testing.T) {
-	ms := func(x float64) time.Duration { return time.Duration(x * float64(time.Millisecond)) }
-	for _, c := range []struct {
-		name string
-		obs  [][2]float64 // size, ms
-		n    int
-		want float64
-	}{
-		{"one small size: flat", [][2]float64{{1, 10}, {64, 200}}, 4, 10},
-		{"16 streams: the slope from 1 to 16", [][2]float64{{1, 10}, {16, 40}, {64, 200}}, 17, 42},
-		{"capped by the interpolation", [][2]float64{{1, 10}, {16, 100}, {64, 110}}, 20, 100 + 10*4.0/48},
-		{"negative slope: flat", [][2]float64{{1, 10}, {2, 8}, {64, 100}}, 3, 8},
-	} {
-		var m CostModel
-		for _, o := range c.obs {
-			m.ObserveVerify(int(o[0]), ms(o[1]))
-		}
-		if got := m.VerifyCost(c.n) * 1e3; math.Abs(got-c.want) > 1e-6 {
-			t.Errorf("%s: VerifyCost(%d) = %vms, want %v", c.name, c.n, got, c.want)
-		}
-	}
-}
-
 type fakeCosts struct{ verifyBase, perToken, draftStep float64 }
 
 func (f fakeCosts) VerifyCost(n int) float64 { return f.verifyBase + f.perToken*float64(n) }
