@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"specd/engine"
-	"specd/internal/testenv"
 	"specd/specdec"
+	"specd/internal/testenv"
 )
 
 // meanK runs long greedy requests with adaptive k and returns the mean

@@ -418,7 +418,7 @@ func (s *Scheduler) propose(items []item) {
 // with the model, yields the first proposal; each further position is one
 // more batched decode over all of them.
 func (s *Scheduler) runDraft(items []item) {
-	kmax, nDraft := 0, 0
+	kmax := 0
 	room := s.cfg.MaxBatchTokens // the draft batch's capacity
 	for i := range items {
 		it := &items[i]
@@ -462,7 +462,6 @@ func (s *Scheduler) runDraft(items []item) {
 		}
 		if want {
 			kmax = max(kmax, it.k)
-			nDraft++
 			if !q.sampler.Greedy() {
 				if need := it.k * s.nVocab; cap(q.qbuf) < need {
 					q.qbuf = make([]float32, need)
@@ -529,14 +528,7 @@ func (s *Scheduler) runDraft(items []item) {
 		}
 	}
 	dt := time.Since(t0)
-	if kmax > 0 {
-		// Only a drafting pass measures a draft step. A pass that only
-		// fed prompts or caught lagging KV up is a prefill: observed as
-		// a step it made the draft look dear (a 128-token prompt as one
-		// "step"), so adaptive k could stay at 0 and never measure the
-		// real cost (2 threads, one stream: 1 run in 3).
-		s.costs.ObserveDraft(nDraft, dt/time.Duration(kmax))
-	}
+	s.costs.ObserveDraft(max(len(items), 1), dt/time.Duration(max(kmax, 1)))
 	s.statsMu.Lock()
 	s.stats.DraftDecodeTime += dt
 	s.statsMu.Unlock()
