@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"specd/engine"
-	"specd/specdec"
 	"specd/internal/testenv"
 )
 
@@ -76,30 +75,5 @@ func TestDraftConfTopProbability(t *testing.T) {
 	want := 1 / (1 + math.Exp(-2) + math.Exp(-1) + math.Exp(-3)) // softmax at the argmax
 	if got := draftConf(logits, 1, nil); math.Abs(got-want) > 1e-5 {
 		t.Errorf("greedy proposal: confidence %g, want %g", got, want)
-	}
-}
-
-// A new sequence starts from the acceptance its proposer has shown on this
-// server, or from the configured prior before anything was verified.
-func TestPriorAcceptance(t *testing.T) {
-	s := &Scheduler{kcfg: specdec.KConfig{}}
-	for i := range s.accAll {
-		s.accAll[i] = specdec.NewAcceptance(specdec.KConfig{Decay: accAllDecay})
-	}
-	if a := s.priorAcceptance(propDraft); math.Abs(a.Alpha()-specdec.DefaultAlpha0) > 1e-9 {
-		t.Errorf("nothing verified: alpha %v, want the prior %v", a.Alpha(), specdec.DefaultAlpha0)
-	}
-	for range 200 {
-		s.accAll[propDraft].Observe(4, 4) // all accepted
-		s.accAll[propNGram].Observe(4, 0) // none
-	}
-	if a := s.priorAcceptance(propDraft); a.Alpha() < 0.94 || a.Proposed != 0 {
-		t.Errorf("draft after full acceptance: alpha %v (want ~0.95, clamped), proposed %d (want 0)", a.Alpha(), a.Proposed)
-	}
-	if a := s.priorAcceptance(propNGram); a.Alpha() > 0.06 {
-		t.Errorf("ngram after no acceptance: alpha %v, want ~0.05", a.Alpha())
-	}
-	if a := s.priorAcceptance(propPrediction); math.Abs(a.Alpha()-specdec.DefaultAlpha0) > 1e-9 {
-		t.Errorf("prediction, nothing verified: alpha %v, want the prior", a.Alpha())
 	}
 }

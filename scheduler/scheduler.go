@@ -40,16 +40,12 @@ type Scheduler struct {
 	admitSeq uint64
 	costs    specdec.CostModel
 	chooser  specdec.BatchChooser
-	// accAll is the acceptance of every verify step, per proposer, over
-	// roughly the last hundred: a new sequence starts from it
-	// (priorAcceptance), not from the configured prior.
-	accAll  [propPrediction + 1]specdec.Acceptance
-	ws      *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
-	bseqs   []specdec.BatchSeq
-	kcfg    specdec.KConfig
-	items   []item // scratch: this step's plan
-	tokBuf  []int32
-	rowsBuf [][]float32
+	ws       *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
+	bseqs    []specdec.BatchSeq
+	kcfg     specdec.KConfig
+	items    []item // scratch: this step's plan
+	tokBuf   []int32
+	rowsBuf  [][]float32
 	// Finished sequences whose Done event the reader has not taken yet.
 	undelivered []*seq
 
@@ -108,9 +104,6 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 			Fixed:   cfg.SpecK,
 			MinGain: max(cfg.SpecMinGain, 0),
 		},
-	}
-	for i := range s.accAll {
-		s.accAll[i] = specdec.NewAcceptance(specdec.KConfig{Decay: accAllDecay})
 	}
 	cached := cfg.PrefixCacheBlocks
 	if cached == 0 && cfg.SplitKV {

@@ -226,9 +226,6 @@ func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
 		q.slot = -1
 		return item{}, false // restore turned it into a recompute; next step
 	}
-	if q.admitted == 0 && q.acc.Proposed == 0 {
-		q.acc = s.priorAcceptance(q.proposer)
-	}
 	s.admitSeq++
 	q.admitted = s.admitSeq
 	q.state = stRunning
@@ -241,22 +238,6 @@ func (s *Scheduler) admit(q *seq, budget int) (item, bool) {
 		s.trace("admit %d (cached %d)", q.id, cached)
 	}
 	return item{q: q, from: q.computed, to: q.computed + n, logits: logits, k: k}, true
-}
-
-// accAllDecay is the weight the server-wide acceptance keeps per verify
-// step: it follows roughly the last hundred.
-const accAllDecay = 0.99
-
-// priorAcceptance is a new sequence's acceptance tracker: seeded with the
-// rate verify steps of its proposer have shown on this server so far
-// (clamped to [0.05, 0.95]), worth the configured prior's trials; with
-// nothing verified yet, the configured prior.
-func (s *Scheduler) priorAcceptance(p proposerKind) specdec.Acceptance {
-	cfg := s.kcfg
-	if all := &s.accAll[p]; all.Proposed > 0 {
-		cfg.Alpha0 = min(max(all.Alpha(), 0.05), 0.95)
-	}
-	return specdec.NewAcceptance(cfg)
 }
 
 // restore brings a swapped sequence's KV back from host memory.
@@ -371,8 +352,7 @@ func (s *Scheduler) planK() {
 				limit = len(q.drafts)
 			}
 		}
-		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: max(limit, 0), Model: q.proposer == propDraft,
-			Explore: q.acc.Proposed == 0 && s.accAll[q.proposer].Proposed == 0})
+		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: max(limit, 0), Model: q.proposer == propDraft})
 	}
 	s.chooser.Choose(s.kcfg, s.bseqs, 0, &s.costs)
 	for i, q := range s.running {
@@ -644,7 +624,6 @@ func (s *Scheduler) updateOne(it *item) {
 	s.rowsBuf = rows[:0]
 	if it.k > 0 {
 		q.acc.Observe(it.k, accepted)
-		s.accAll[q.proposer].Observe(it.k, accepted)
 		q.usage.DraftProposed += it.k
 		q.usage.DraftAccepted += accepted
 		s.statsMu.Lock()

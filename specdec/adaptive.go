@@ -203,13 +203,7 @@ type BatchSeq struct {
 	Alpha float64 // Acceptance.Alpha
 	Limit int     // most draft tokens it can take this step (proposal length, context room); 0: none
 	Model bool    // its proposals cost draft-model steps
-	// Explore: its Alpha is only the configured prior (nothing of its
-	// kind has been verified yet), so KConfig.MinGain does not hold it
-	// back: it speculates wherever the costs say any gain, and the first
-	// verify teaches the real rate. Without this a prior just under the
-	// margin would never be tested.
-	Explore bool
-	K       int // out: the chosen k (0: plain decode)
+	K     int     // out: the chosen k (0: plain decode)
 }
 
 // BatchChooser picks per-sequence k for a whole step. It keeps scratch so
@@ -225,8 +219,7 @@ type BatchChooser struct {
 // each depth D in {0} ∪ [KMin, KMax] and, for each, letting the m
 // sequences with the highest acceptance speculate (k_i = min(D, Limit_i)),
 // every m; so it chooses k = 0 for the sequences, or the whole batch,
-// where speculating does not pay by more than cfg.MinGain (any gain, for a
-// choice that includes an Explore sequence). It returns the
+// where speculating does not pay by more than cfg.MinGain. It returns the
 // expected tokens per second of the choice. With cfg.Fixed > 0 every
 // sequence gets min(Fixed, Limit).
 func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
@@ -256,7 +249,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 	bestRate := float64(B) / cost.VerifyCost(base+B)
 	floor := bestRate * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
-		tokens, verify, nModel, explore := float64(B), base+B, 0, false
+		tokens, verify, nModel := float64(B), base+B, 0
 		for m, i := range b.order {
 			s := &seqs[i]
 			k := min(D, s.Limit)
@@ -265,12 +258,11 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 			if s.Model {
 				nModel++
 			}
-			explore = explore || s.Explore
 			t := cost.VerifyCost(verify)
 			if nModel > 0 {
 				t += float64(D) * cost.DraftCost(nModel)
 			}
-			if rate := tokens / t; rate > bestRate && (rate > floor || explore) {
+			if rate := tokens / t; rate > bestRate && rate > floor {
 				bestRate, bestD, bestM = rate, D, m+1
 			}
 		}

@@ -211,12 +211,6 @@ func TestBatchChooserMinGain(t *testing.T) {
 	if rate := b.Choose(KConfig{KMax: 1, MinGain: 0.1}, seqs, 0, costs); spec(seqs) || rate != plain {
 		t.Errorf("margin 0.1: ks %v, rate %.1f vs plain %.1f: want no speculation", ks(seqs), rate, plain)
 	}
-	// A sequence whose alpha is only the prior explores: no margin.
-	seqs = batch(0.53)
-	seqs[2].Explore = true
-	if b.Choose(KConfig{KMax: 1, MinGain: 0.1}, seqs, 0, costs); !spec(seqs) {
-		t.Errorf("margin 0.1, one sequence exploring: ks %v, want speculation", ks(seqs))
-	}
 	seqs = batch(0.99)
 	if b.Choose(KConfig{MinGain: 0.1}, seqs, 0, fakeCosts{10e-3, 0.05e-3, 0.5e-3}); !spec(seqs) {
 		t.Errorf("margin 0.1, memory-bound, alpha 0.99: ks %v, want speculation", ks(seqs))
