@@ -138,9 +138,14 @@ func BenchmarkVerifyCostInterleaved(b *testing.B) {
 	}
 	b.StopTimer()
 	for n := 1; n <= maxN; n++ {
-		slices.Sort(times[n])
-		b.ReportMetric(times[n][len(times[n])/2], fmt.Sprintf("n%d-ms", n))
+		reportMedian(b, times[n], fmt.Sprintf("n%d-ms", n))
 	}
+}
+
+// reportMedian reports the median of v (sorted in place) as metric unit.
+func reportMedian(b *testing.B, v []float64, unit string) {
+	slices.Sort(v)
+	b.ReportMetric(v[len(v)/2], unit)
 }
 
 func benchVerify(b *testing.B, n int) {
@@ -259,8 +264,7 @@ func BenchmarkDraftAfterVerify(b *testing.B) {
 		name string
 		v    []float64
 	}{{"after-verify-ms", after}, {"first-after-ms", every(after, k, 0)}, {"alone-ms", alone}, {"verify-ms", verify}} {
-		slices.Sort(s.v)
-		b.ReportMetric(s.v[len(s.v)/2], s.name)
+		reportMedian(b, s.v, s.name)
 	}
 }
 
@@ -333,7 +337,6 @@ func BenchmarkStepShapes(b *testing.B) {
 	}
 	b.StopTimer()
 	for n, sh := range shapes {
-		slices.Sort(times[n])
-		b.ReportMetric(times[n][len(times[n])/2], sh.name+"-ms")
+		reportMedian(b, times[n], sh.name+"-ms")
 	}
 }
