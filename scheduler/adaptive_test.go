@@ -27,6 +27,8 @@ func meanK(t *testing.T, target, draft *engine.Model) (k, specShare, alpha float
 		k = float64(st.DraftProposed) / specSteps
 		alpha = float64(st.DraftAccepted) / float64(st.DraftProposed)
 	}
+	t.Logf("%d steps: target decode %.2f ms, draft decodes %.2f ms per step", st.Steps,
+		st.DecodeTime.Seconds()*1e3/float64(st.Steps), st.DraftDecodeTime.Seconds()*1e3/float64(st.Steps))
 	// Each decode step of the two sequences is one verify each.
 	return k, specSteps / float64(2*st.Steps), alpha
 }

@@ -454,7 +454,7 @@ func (s *Scheduler) runDraft(items []item) {
 		return
 	}
 	t0 := time.Now()
-	if err := s.draft.Decode(); err != nil {
+	if err := s.decodeDraft(); err != nil {
 		s.draftFailed(items, err)
 		return
 	}
@@ -496,7 +496,7 @@ func (s *Scheduler) runDraft(items []item) {
 		if s.draft.Pending() == 0 {
 			break
 		}
-		if err := s.draft.Decode(); err != nil {
+		if err := s.decodeDraft(); err != nil {
 			s.draftFailed(items, err)
 			return
 		}
@@ -508,10 +508,25 @@ func (s *Scheduler) runDraft(items []item) {
 		}
 	}
 	dt := time.Since(t0)
-	s.costs.ObserveDraft(max(len(items), 1), dt/time.Duration(max(kmax, 1)))
 	s.statsMu.Lock()
 	s.stats.DraftDecodeTime += dt
 	s.statsMu.Unlock()
+}
+
+// decodeDraft runs one draft decode and measures it by its rows: a pass
+// that feeds a prompt or catches lagging KV up is priced as the prefill it
+// is, not as a draft step (counted as one step over the batch, a 128-token
+// prompt made the draft look as dear as a prefill, and adaptive k could
+// stay at 0 without ever measuring a drafting pass: one stream, 2 threads,
+// 1 run in 3).
+func (s *Scheduler) decodeDraft() error {
+	rows := s.draft.Pending()
+	t0 := time.Now()
+	if err := s.draft.Decode(); err != nil {
+		return err
+	}
+	s.costs.ObserveDraft(rows, time.Since(t0))
+	return nil
 }
 
 // draftConf is how sure the draft model is at this position, as llama.cpp's

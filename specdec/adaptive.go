@@ -274,10 +274,15 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 }
 
 // CostModel keeps measured step costs: running averages per bucket of the
-// batch size (draft) or token count (verify), exact up to 32 and 8 buckets
-// per octave above, read back with linear interpolation between measured
-// buckets. Before anything is measured, VerifyCost is a nominal 1 ms and a
-// draft step costs DraftPrior (default 0.1) of a verify of the same size.
+// rows in one decode, exact up to 32 and 8 buckets per octave above, read
+// back with linear interpolation between measured buckets. Before anything
+// is measured, VerifyCost is a nominal 1 ms and a draft decode costs
+// DraftPrior (default 0.1) of a verify of the same size. While the draft
+// has been measured only on decodes larger than the one asked for (it fed
+// prompts but has not drafted yet), its cost is that of the target scaled
+// by the two models' measured ratio on the smallest such decode: a draft
+// as costly as the target is priced so from its first prompt, a cheap one
+// is tried and then measured.
 // Not safe for concurrent use.
 type CostModel struct {
 	DraftPrior float64
@@ -314,6 +319,16 @@ func (c *costCurve) observe(n int, d time.Duration) {
 	c.x[b] += (float64(n) - c.x[b]) * w
 	c.y[b] += (d.Seconds() - c.y[b]) * w
 	c.any = true
+}
+
+// smallest is the measured bucket of fewest rows.
+func (c *costCurve) smallest() (x, y float64, ok bool) {
+	for j := range c.n {
+		if c.n[j] > 0 {
+			return c.x[j], c.y[j], true
+		}
+	}
+	return 0, 0, false
 }
 
 // at interpolates between the nearest measured buckets around n; beyond the
@@ -366,8 +381,10 @@ func (c *costCurve) at(n int) float64 {
 	return 0
 }
 
-// ObserveDraft records one draft-model decode over batchSeqs sequences.
-func (m *CostModel) ObserveDraft(batchSeqs int, d time.Duration) { m.draft.observe(batchSeqs, d) }
+// ObserveDraft records one draft-model decode of rows rows (one per
+// drafting sequence, plus any prompt or catch-up tokens fed in the same
+// decode).
+func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.draft.observe(rows, d) }
 
 // ObserveVerify records one target decode of tokens tokens.
 func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.verify.observe(tokens, d) }
@@ -383,12 +400,19 @@ func (m *CostModel) VerifyCost(tokens int) float64 {
 // DraftCost estimates the seconds of one draft decode over batchSeqs
 // sequences.
 func (m *CostModel) DraftCost(batchSeqs int) float64 {
-	if !m.draft.any {
-		p := m.DraftPrior
-		if p == 0 {
-			p = 0.1
+	if x, y, ok := m.draft.smallest(); ok && m.verify.any {
+		if x <= float64(batchSeqs) {
+			return m.draft.at(batchSeqs)
 		}
-		return p * m.VerifyCost(batchSeqs)
+		// Measured only on larger decodes (prompts): the ratio of the two
+		// models there, applied to the target's cost at this size.
+		if v := m.verify.at(int(math.Round(x))); v > 0 {
+			return y / v * m.VerifyCost(batchSeqs)
+		}
 	}
-	return m.draft.at(batchSeqs)
+	p := m.DraftPrior
+	if p == 0 {
+		p = 0.1
+	}
+	return p * m.VerifyCost(batchSeqs)
 }

@@ -126,6 +126,19 @@ func TestCostModel(t *testing.T) {
 	if got := m.DraftCost(9) * 1e3; math.Abs(got-1.2) > 1e-6 {
 		t.Errorf("unmeasured DraftCost(9) = %vms, want 0.1 x verify = 1.2", got)
 	}
+	// A draft measured only on prompts (64 rows at 2 ms against the
+	// target's 20 ms) is priced at that ratio below them, not flat at the
+	// prompt's cost.
+	m.ObserveDraft(64, ms(2))
+	if got := m.DraftCost(9) * 1e3; math.Abs(got-1.2) > 1e-6 {
+		t.Errorf("DraftCost(9) measured on a 64-row prompt = %vms, want 0.1 x verify = 1.2", got)
+	}
+	m.ObserveDraft(64, ms(20))
+	if got := m.DraftCost(1) * 1e3; math.Abs(got-(2+20)/2.0/20*10) > 1e-6 {
+		t.Errorf("DraftCost(1) of a draft that prefills at 0.55x the target = %vms, want 5.5", got)
+	}
+	m = CostModel{}
+	m.ObserveVerify(9, ms(12))
 	m.ObserveDraft(4, ms(2))
 	if got := m.DraftCost(8) * 1e3; got != 2 {
 		t.Errorf("DraftCost(8) with one measurement = %vms, want flat 2", got)

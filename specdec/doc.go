@@ -68,7 +68,7 @@
 // acceptance rate α (decayed maximum likelihood under the geometric model),
 // keeping totals and PositionCounters for reporting. One CostModel per
 // scheduler is told the measured wall time of every draft decode
-// (ObserveDraft(batchSeqs, d)) and target decode (ObserveVerify(tokens, d)).
+// (ObserveDraft(rows, d)) and target decode (ObserveVerify(tokens, d)).
 // Each step, before drafting, the scheduler picks k: BatchChooser.Choose
 // for the whole batch (per-sequence k in {0} ∪ [KMin, KMax], including 0
 // for sequences or the whole batch when speculation does not pay), or
