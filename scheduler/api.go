@@ -94,6 +94,7 @@ type Stats struct {
 	LastK                int           // k chosen at the last speculative step
 	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of the target's llama_decode within them
 	DraftDecodeTime      time.Duration // cumulative wall time of the draft model's decodes
+	DraftDecoded         uint64        // tokens (rows) the draft model decoded
 }
 
 // Submitter is what the server needs of the scheduler.

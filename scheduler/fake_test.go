@@ -26,6 +26,8 @@ type fakeModel struct {
 	batch   []fakeRow
 	out     map[int][]float32
 	decodes int
+	rows    int // rows decoded in all
+	most    int // the most rows in one decode
 	failAt  int // if > 0, the failAt-th Decode fails
 }
 
@@ -54,6 +56,8 @@ var errFakeKVFull = errors.New("fake: no KV slot")
 
 func (m *fakeModel) Decode() error {
 	m.decodes++
+	m.rows += len(m.batch)
+	m.most = max(m.most, len(m.batch))
 	batch := m.batch
 	m.batch = nil
 	m.out = map[int][]float32{}

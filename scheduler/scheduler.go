@@ -39,13 +39,16 @@ type Scheduler struct {
 	running  []*seq // admission order
 	admitSeq uint64
 	costs    specdec.CostModel
-	chooser  specdec.BatchChooser
-	ws       *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
-	bseqs    []specdec.BatchSeq
-	kcfg     specdec.KConfig
-	items    []item // scratch: this step's plan
-	tokBuf   []int32
-	rowsBuf  [][]float32
+	// draftIdle: this step the draft model cannot pay even at full
+	// acceptance, so sequences' draft KV trails without bound (planK).
+	draftIdle bool
+	chooser   specdec.BatchChooser
+	ws        *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
+	bseqs     []specdec.BatchSeq
+	kcfg      specdec.KConfig
+	items     []item // scratch: this step's plan
+	tokBuf    []int32
+	rowsBuf   [][]float32
 	// Finished sequences whose Done event the reader has not taken yet.
 	undelivered []*seq
 
@@ -56,6 +59,7 @@ type Scheduler struct {
 	// narrate decisions for golden traces.
 	trace    func(format string, args ...any)
 	checkKV  bool
+	costSeam specdec.Costs // replaces the measured costs
 	kvErr    error
 	kvCheckN int
 }

@@ -20,6 +20,12 @@ type rig struct {
 
 func newRig(t *testing.T, cfg Config, withDraft bool) *rig {
 	t.Helper()
+	return newRigWith(t, cfg, withDraft, nil)
+}
+
+// newRigWith lets setup adjust the scheduler before its loop starts.
+func newRigWith(t *testing.T, cfg Config, withDraft bool, setup func(*Scheduler)) *rig {
+	t.Helper()
 	target := newFake(fakeVocabN, cfg.CtxSize+64, 0)
 	var draft *fakeModel
 	var dm Model
@@ -32,6 +38,9 @@ func newRig(t *testing.T, cfg Config, withDraft bool) *rig {
 		t.Fatal(err)
 	}
 	s.checkKV = true
+	if setup != nil {
+		setup(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)
 	t.Cleanup(func() {
@@ -340,5 +349,77 @@ func TestDecodeFailureFailsOnlyItsStep(t *testing.T) {
 		if !slices.Equal(outs[i], want[i]) {
 			t.Fatalf("request %d after a failed decode: %v want %v", i, outs[i], want[i])
 		}
+	}
+}
+
+// switchCosts prices a draft that cannot pay until the scheduler's step
+// from, then one that costs nothing. It notes what the draft had decoded
+// and proposed when it turned cheap.
+type switchCosts struct {
+	s              *Scheduler
+	at             uint64
+	draft          *fakeModel
+	flipped        bool
+	rows, proposed uint64
+}
+
+func (c *switchCosts) cheap() bool {
+	st := c.s.Stats()
+	if !c.flipped && st.Steps >= c.at {
+		c.flipped, c.rows, c.proposed = true, uint64(c.draft.rows), st.DraftProposed
+	}
+	return c.flipped
+}
+func (c *switchCosts) VerifyCost(int) float64 { return 1e-3 }
+func (c *switchCosts) DraftCost(int) float64 {
+	if c.cheap() {
+		return 1e-6
+	}
+	return 1e-3
+}
+
+// While the draft cannot pay, a sequence's draft KV trails the target's
+// without bound (only prompts are fed); once it may pay, lags far beyond one
+// step's room are caught up in chunks, after which the sequences draft. The
+// fake models refuse a row whose earlier positions are missing, and checkKV
+// compares each sequence's draft KV with the scheduler's view.
+func TestIdleDraftTrailsThenCatchesUp(t *testing.T) {
+	cfg := Config{CtxSize: 2048, MaxRunning: 3, MaxBatchTokens: 16, KMax: 4, Proposer: "draft"}
+	rng := rand.New(rand.NewPCG(5, 1))
+	var reqs []Request
+	prompts := 0
+	for i := range 3 {
+		r := Request{Prompt: mkPrompt(rng, 12), MaxTokens: 160, IgnoreEOS: true}
+		if i == 2 {
+			r.Speculative.Proposer = "ngram" // kept in step for the prefix cache
+		}
+		prompts += len(r.Prompt)
+		reqs = append(reqs, r)
+	}
+	want := runAlone(t, cfg, reqs)
+	var costs *switchCosts
+	r := newRigWith(t, cfg, true, func(s *Scheduler) {
+		costs = &switchCosts{s: s, at: 100}
+		s.costSeam = costs
+	})
+	costs.draft = r.draft
+	got := runAll(t, r.s, reqs)
+	for i := range reqs {
+		if !slices.Equal(got[i], want[i]) {
+			t.Fatalf("request %d: %v, alone %v", i, got[i], want[i])
+		}
+	}
+	st := waitIdle(t, r.s)
+	if !costs.flipped {
+		t.Fatal("the run ended before the draft turned cheap")
+	}
+	if costs.rows > uint64(prompts) || costs.proposed != 0 {
+		t.Errorf("while it could not pay, the draft decoded %d tokens (prompts: %d) and proposed %d", costs.rows, prompts, costs.proposed)
+	}
+	if r.draft.most > cfg.MaxBatchTokens {
+		t.Errorf("a draft decode of %d rows, over the step's %d", r.draft.most, cfg.MaxBatchTokens)
+	}
+	if st.DraftProposed == 0 || uint64(r.draft.rows) < costs.rows+2*90 {
+		t.Errorf("after turning cheap: %d draft tokens proposed, the draft decoded %d tokens (%d before)", st.DraftProposed, r.draft.rows, costs.rows)
 	}
 }

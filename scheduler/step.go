@@ -16,10 +16,10 @@ type item struct {
 	q        *seq
 	from, to int
 	logits   bool
-	k        int  // draft tokens verified this step (len(q.drafts) after propose)
-	row      int  // target row of the token at to-1 (when logits)
-	drow     int  // draft row whose logits give the next proposal
-	dcaught  bool // the draft KV is fed up to `to` this step
+	k        int // draft tokens verified this step (len(q.drafts) after propose)
+	row      int // target row of the token at to-1 (when logits)
+	drow     int // draft row whose logits give the next proposal
+	dto      int // > 0: the draft KV is fed up to dto this step
 }
 
 // draftLag is how many positions the draft KV of a sequence that does not
@@ -354,7 +354,29 @@ func (s *Scheduler) planK() {
 		}
 		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: max(limit, 0), Model: q.proposer == propDraft})
 	}
-	s.chooser.Choose(s.kcfg, s.bseqs, 0, &s.costs)
+	var costs specdec.Costs = &s.costs
+	if s.costSeam != nil {
+		costs = s.costSeam
+	}
+	s.chooser.Choose(s.kcfg, s.bseqs, 0, costs)
+	if s.draft != nil {
+		m := 0
+		for _, b := range s.bseqs {
+			if b.Model && b.Limit > 0 {
+				m++
+			}
+		}
+		s.draftIdle = !specdec.DraftMayPay(s.kcfg, len(s.bseqs), m, costs)
+	}
+	if s.draftIdle {
+		// Choose agrees (no acceptance beats 1); a request's own fixed k
+		// still drafts.
+		for i, q := range s.running {
+			if s.bseqs[i].Model && q.fixedK == 0 {
+				s.bseqs[i].K = 0
+			}
+		}
+	}
 	for i, q := range s.running {
 		q.kWant = s.bseqs[i].K
 		if q.fixedK > 0 {
@@ -414,24 +436,31 @@ func (s *Scheduler) runDraft(items []item) {
 		// drafts again (a one-token draft decode per step for every
 		// sequence cost as much as the target's decode with a draft as
 		// costly as the target, and 5-15 % with the heavy benchmark pair,
-		// whenever adaptive k chose not to speculate). With the prefix
-		// cache the prompt still goes to the draft as it is prefilled, so
-		// cached prompt blocks serve draft users too; the cache keeps only
-		// blocks both models computed (committable), so a finished
-		// sequence's last <= draftLag generated tokens may go uncached. A
-		// catch-up that does not fit this step's draft batch waits, and
-		// the sequence does not draft.
+		// whenever adaptive k chose not to speculate). While the draft
+		// cannot pay at this batch size even if every draft token were
+		// accepted (s.draftIdle), it trails without bound and catches up
+		// in chunks of this step's room once it may pay again. With the
+		// prefix cache the prompt still goes to the draft as it is
+		// prefilled, so cached prompt blocks serve draft users too; the
+		// cache keeps only blocks both models computed (committable), so a
+		// finished sequence's last generated tokens the draft trails may
+		// go uncached. A sequence drafts only once its draft KV is caught
+		// up.
 		lag := it.to - q.dcomputed
 		prompt := !s.cfg.DisablePrefixCache && it.from < q.nPrompt
-		if (!want && lag <= draftLag && !prompt) || lag > room {
+		trail := lag <= draftLag || (s.draftIdle && q.fixedK == 0)
+		if (!want && trail && !prompt) || room == 0 {
 			if q.proposer == propDraft {
 				it.k = 0
 			}
 			continue
 		}
-		room -= lag
-		it.dcaught = true
-		for p := q.dcomputed; p < it.to; p++ {
+		if lag > room {
+			want = false
+		}
+		it.dto = q.dcomputed + min(lag, room)
+		room -= it.dto - q.dcomputed
+		for p := q.dcomputed; p < it.dto; p++ {
 			row := s.draft.Add(q.tokens[p], int32(p), int32(q.slot), want && p == it.to-1)
 			if want && p == it.to-1 {
 				it.drow = row
@@ -459,8 +488,8 @@ func (s *Scheduler) runDraft(items []item) {
 		return
 	}
 	for i := range items {
-		if items[i].dcaught {
-			items[i].q.dcomputed = items[i].to
+		if items[i].dto > 0 {
+			items[i].q.dcomputed = items[i].dto
 		}
 	}
 	for j := 0; j < kmax; j++ {
@@ -526,6 +555,9 @@ func (s *Scheduler) decodeDraft() error {
 		return err
 	}
 	s.costs.ObserveDraft(rows, time.Since(t0))
+	s.statsMu.Lock()
+	s.stats.DraftDecoded += uint64(rows)
+	s.statsMu.Unlock()
 	return nil
 }
 

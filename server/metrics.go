@@ -93,6 +93,7 @@ var (
 	dStepSeconds    = desc("specd_scheduler_step_seconds_total", "Wall time in scheduler steps.")
 	dDecodeSeconds  = desc("specd_decode_seconds_total", "Wall time in the target's llama_decode within steps.")
 	dDraftSeconds   = desc("specd_draft_decode_seconds_total", "Wall time in the draft model's llama_decode within steps.")
+	dDraftRows      = desc("specd_draft_decoded_tokens_total", "Tokens the draft model decoded: prompts, catch-ups of its KV and draft positions.")
 	dDraftProposed  = desc("specd_draft_tokens_proposed_total", "Draft tokens proposed.")
 	dDraftAccepted  = desc("specd_draft_tokens_accepted_total", "Draft tokens accepted.")
 	dProposedByPos  = desc("specd_draft_tokens_proposed_by_position_total", "Draft tokens proposed at each draft position.", "position")
@@ -106,7 +107,7 @@ type statsCollector struct{ b Backend }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
-		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftProposed,
+		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed,
 		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK} {
 		ch <- d
 	}
@@ -135,6 +136,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctr(dStepSeconds, st.StepTime.Seconds())
 	ctr(dDecodeSeconds, st.DecodeTime.Seconds())
 	ctr(dDraftSeconds, st.DraftDecodeTime.Seconds())
+	ctr(dDraftRows, float64(st.DraftDecoded))
 	ctr(dDraftProposed, float64(st.DraftProposed))
 	ctr(dDraftAccepted, float64(st.DraftAccepted))
 	for i, v := range st.ProposedByPosition {

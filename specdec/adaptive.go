@@ -273,6 +273,30 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 	return bestRate
 }
 
+// DraftMayPay reports whether a draft model could pay in a step of b
+// sequences, m of them drafting with it: whether some depth D in [KMin,
+// KMax] would beat plain decoding by cfg.MinGain even if every draft token
+// were accepted. When it cannot (a draft as costly as the target, or a
+// compute-bound verify at a large batch), keeping the draft's KV in step
+// with the target's is pure cost. With cfg.Fixed > 0 it is true.
+func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
+	c := cfg.WithDefaults()
+	if c.Fixed > 0 {
+		return true
+	}
+	if b <= 0 || m <= 0 {
+		return false
+	}
+	floor := float64(b) / cost.VerifyCost(b) * (1 + c.MinGain)
+	for D := max(c.KMin, 1); D <= c.KMax; D++ {
+		rows := b + m*D
+		if float64(rows)/(cost.VerifyCost(rows)+float64(D)*cost.DraftCost(m)) > floor {
+			return true
+		}
+	}
+	return false
+}
+
 // CostModel keeps measured step costs: running averages per bucket of the
 // rows in one decode, exact up to 32 and 8 buckets per octave above, read
 // back with linear interpolation between measured buckets. Before anything

@@ -261,3 +261,30 @@ func TestKConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestDraftMayPay(t *testing.T) {
+	cfg := KConfig{MinGain: 0.1}
+	for _, c := range []struct {
+		name string
+		cost fakeCosts
+		b, m int
+		want bool
+	}{
+		// Memory-bound verify, a draft step at 5 % of it: pays at 1 stream.
+		{"cheap draft", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, 1, 1, true},
+		// A draft step as dear as a verify: k+1 tokens cost at least k+1
+		// verifies' worth, whatever the acceptance.
+		{"draft as dear as the target", fakeCosts{10e-3, 0.05e-3, 10e-3}, 1, 1, false},
+		// Compute-bound verify (each row costs what a step costs alone):
+		// more rows never come cheaper.
+		{"compute-bound verify", fakeCosts{0, 1e-3, 0.1e-3}, 16, 16, false},
+		{"no sequence drafts with the model", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, 4, 0, false},
+	} {
+		if got := DraftMayPay(cfg, c.b, c.m, c.cost); got != c.want {
+			t.Errorf("%s: DraftMayPay = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if !DraftMayPay(KConfig{Fixed: 4}, 1, 1, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
+		t.Error("fixed k: the draft must be kept in step")
+	}
+}
