@@ -322,7 +322,12 @@ const (
 type costCurve struct {
 	x, y [costBuckets]float64
 	n    [costBuckets]uint32
-	any  bool
+	// env[b]: the most any measured bucket up to b costs. More rows never
+	// cost less, so a reading never goes below it: a size measured while
+	// the machine was busy must not make larger sizes look cheaper than
+	// it (a size that stops being chosen is not measured again).
+	env [costBuckets]float64
+	any bool
 }
 
 func costBucket(n int) int {
@@ -343,6 +348,13 @@ func (c *costCurve) observe(n int, d time.Duration) {
 	c.x[b] += (float64(n) - c.x[b]) * w
 	c.y[b] += (d.Seconds() - c.y[b]) * w
 	c.any = true
+	top := 0.0
+	for j := range c.env {
+		if c.n[j] > 0 {
+			top = max(top, c.y[j])
+		}
+		c.env[j] = top
+	}
 }
 
 // smallest is the measured bucket of fewest rows.
@@ -357,8 +369,17 @@ func (c *costCurve) smallest() (x, y float64, ok bool) {
 
 // at interpolates between the nearest measured buckets around n; beyond the
 // measured range it extends the slope of the two outermost (never
-// decreasing), or stays flat with only one.
+// decreasing), or stays flat with only one. It never reads below what a
+// smaller measured size costs.
 func (c *costCurve) at(n int) float64 {
+	v := c.interp(n)
+	if b := costBucket(n); b < costBuckets {
+		v = max(v, c.env[b])
+	}
+	return v
+}
+
+func (c *costCurve) interp(n int) float64 {
 	b := costBucket(n)
 	x := float64(n)
 	lo, hi := -1, -1

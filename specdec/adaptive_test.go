@@ -137,6 +137,21 @@ func TestCostModel(t *testing.T) {
 	if got := m.DraftCost(1) * 1e3; math.Abs(got-(2+20)/2.0/20*10) > 1e-6 {
 		t.Errorf("DraftCost(1) of a draft that prefills at 0.55x the target = %vms, want 5.5", got)
 	}
+	// More rows never cost less: a 2-row step measured while the machine
+	// was busy (13 ms) floors a 6-row one measured while idle (9 ms), so
+	// speculation with no acceptance cannot look cheaper than plain steps.
+	m = CostModel{}
+	m.ObserveVerify(2, ms(13))
+	m.ObserveVerify(6, ms(9))
+	m.ObserveVerify(64, ms(20))
+	for _, n := range []int{2, 4, 6, 9} {
+		if got := m.VerifyCost(n) * 1e3; got < 13 {
+			t.Errorf("VerifyCost(%d) = %vms, below the 2-row step's 13", n, got)
+		}
+	}
+	if got := m.VerifyCost(64) * 1e3; got != 20 {
+		t.Errorf("VerifyCost(64) = %vms, want 20", got)
+	}
 	m = CostModel{}
 	m.ObserveVerify(9, ms(12))
 	m.ObserveDraft(4, ms(2))
