@@ -37,7 +37,9 @@
 # .cache/llama-build/bin, built by scripts/build-llama-tools.sh), STORIES,
 # HEAVY (model files), PORT_SPECD / PORT_LLAMA (default 18181/18182),
 # SPECD_EXTRA / LLAMA_EXTRA (extra server flags), SPECD_FA (value given to
-# specd's --flash-attn, default off), FA (llama-server -fa, default off).
+# specd's --flash-attn, default off), FA (llama-server -fa, default off),
+# S5_TEMPS (scenario 5's sweep temperatures, default "0 0.8"; the adaptive
+# point and the llama-server comparison need 0).
 # Servers listen on 127.0.0.1 only and are killed on exit.
 set -euo pipefail
 
@@ -48,6 +50,7 @@ RUNS=""
 QUICK=0
 SIDES="specd,llama"
 THREADS="${THREADS:-$(nproc)}"
+S5_TEMPS="${S5_TEMPS:-0 0.8}"
 DOC=auto
 OUT=""
 REPORT_ONLY=0
@@ -274,12 +277,18 @@ scenario5() {
   specd_cmd "$HEAVY" "$STORIES" 1 512 --proposer draft; CMD_specd=("${CMD[@]}")
   start specd s5-specd "${CMD_specd[@]}"
   calibrate specd
-  for t in 0 0.8; do
+  for t in $S5_TEMPS; do
     for r in $(seq 1 "$RUNS"); do
       log "scenario 5 temperature $t run $r/$RUNS"
       bench specd "$dir/t$t.r$r.json" --seed "$r" --concurrency 1 --requests "$(reqs 2)" --sweep-k "$ks" \
         --temperature "$t" --draft-cost "$DRAFT_COST" --input-tokens 64 --output-tokens "$OUTTOK" \
         --plot "$dir/ksweep-t$t.r$r.svg" --warmup 1
+      if [ "$t" = 0 ]; then
+        # The same requests with the server's adaptive k (no k sent).
+        log "scenario 5 adaptive k run $r/$RUNS"
+        bench specd "$dir/adaptive.r$r.json" --seed "$r" --concurrency 1 --requests "$(reqs 2)" \
+          --temperature 0 --input-tokens 64 --output-tokens "$OUTTOK" --warmup 1
+      fi
     done
   done
   stop specd
@@ -478,6 +487,13 @@ section="$OUT/section.md"
       echo
       printf 'Each at its best k (medians): specd %.1f tok/s at k = %s, llama-server %.1f tok/s at k = %s: ratio %s.\n' \
         "$best_s" "$bk_s" "$best_l" "$bk_l" "$(ratio "$best_s" "$best_l")"
+      if ls "$OUT/s5"/adaptive.r*.json >/dev/null 2>&1; then
+        read -r am alo ahi < <(collect "$OUT/s5/adaptive.r*.json" '.points[0].summary.output_throughput' | stats)
+        read -r aa aalo aahi < <(collect "$OUT/s5/adaptive.r*.json" '.points[0].summary.acceptance_rate' | stats)
+        read -r at atlo athi < <(collect "$OUT/s5/adaptive.r*.json" '.points[0].summary.mean_accepted_length' | stats)
+        echo
+        echo "specd with adaptive k (no k sent; same requests): $(fmt "$am" "$alo" "$ahi" 1) tok/s, acceptance $(fmt "$aa" "$aalo" "$aahi" 3), $(fmt "$at" "$atlo" "$athi" 2) tokens per pass: $(ratio "$am" "$best_l") llama-server at its best k."
+      fi
     fi
   fi
   if has "$SCENARIOS" 6 && [ -d "$OUT/s6" ]; then
