@@ -42,6 +42,7 @@ type Scheduler struct {
 	// draftIdle: this step the draft model cannot pay even at full
 	// acceptance, so sequences' draft KV trails without bound (planK).
 	draftIdle bool
+	draftRows uint64 // draft tokens decoded since the last stats update
 	chooser   specdec.BatchChooser
 	ws        *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
 	bseqs     []specdec.BatchSeq

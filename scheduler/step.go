@@ -539,7 +539,9 @@ func (s *Scheduler) runDraft(items []item) {
 	dt := time.Since(t0)
 	s.statsMu.Lock()
 	s.stats.DraftDecodeTime += dt
+	s.stats.DraftDecoded += s.draftRows
 	s.statsMu.Unlock()
+	s.draftRows = 0
 }
 
 // decodeDraft runs one draft decode and measures it by its rows: a pass
@@ -555,9 +557,7 @@ func (s *Scheduler) decodeDraft() error {
 		return err
 	}
 	s.costs.ObserveDraft(rows, time.Since(t0))
-	s.statsMu.Lock()
-	s.stats.DraftDecoded += uint64(rows)
-	s.statsMu.Unlock()
+	s.draftRows += uint64(rows) // published with the step's draft time
 	return nil
 }
 

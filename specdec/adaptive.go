@@ -349,7 +349,10 @@ func (c *costCurve) observe(n int, d time.Duration) {
 	c.y[b] += (d.Seconds() - c.y[b]) * w
 	c.any = true
 	top := 0.0
-	for j := range c.env {
+	if b > 0 {
+		top = c.env[b-1]
+	}
+	for j := b; j < costBuckets; j++ {
 		if c.n[j] > 0 {
 			top = max(top, c.y[j])
 		}
