@@ -375,11 +375,7 @@ func (c *costCurve) smallest() (x, y float64, ok bool) {
 // decreasing), or stays flat with only one. It never reads below what a
 // smaller measured size costs.
 func (c *costCurve) at(n int) float64 {
-	v := c.interp(n)
-	if b := costBucket(n); b < costBuckets {
-		v = max(v, c.env[b])
-	}
-	return v
+	return max(c.interp(n), c.env[costBucket(n)])
 }
 
 func (c *costCurve) interp(n int) float64 {
