@@ -423,3 +423,46 @@ func TestIdleDraftTrailsThenCatchesUp(t *testing.T) {
 		t.Errorf("after turning cheap: %d draft tokens proposed, the draft decoded %d tokens (%d before)", st.DraftProposed, r.draft.rows, costs.rows)
 	}
 }
+
+// linearCosts prices a verify by its rows, as a compute-bound target does:
+// at any acceptance below 1, speculating never pays.
+type linearCosts struct{}
+
+func (linearCosts) VerifyCost(n int) float64 { return float64(n) * 1e-3 }
+func (linearCosts) DraftCost(int) float64    { return 1e-6 }
+
+// A Predicted Output is verified whatever the chooser would decide (OpenAI
+// always uses the prediction): with costs under which adaptive k never
+// speculates, the prediction request still has its drafts verified and
+// accepted, and the n-gram request beside it does not speculate.
+func TestPredictionAlwaysVerified(t *testing.T) {
+	cfg := Config{CtxSize: 2048, MaxRunning: 4, KMax: 4}
+	rng := rand.New(rand.NewPCG(9, 2))
+	plain := []Request{{Prompt: mkPrompt(rng, 12), MaxTokens: 40, IgnoreEOS: true}}
+	want := runAlone(t, cfg, plain)[0]
+	pred := plain[0]
+	pred.Prediction = slices.Clone(want)
+	ng := plain[0]
+	ng.Speculative.Proposer = "ngram"
+	r := newRigWith(t, cfg, false, func(s *Scheduler) { s.costSeam = linearCosts{} })
+	ev, err := r.s.Submit(context.Background(), ng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotNG, _, _ := collect(ev)
+	ev, err = r.s.Submit(context.Background(), pred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, fin := collect(ev)
+	if !slices.Equal(got, want) || !slices.Equal(gotNG, want) {
+		t.Fatalf("prediction %v, n-gram %v, want %v", got, gotNG, want)
+	}
+	st := waitIdle(t, r.s)
+	if fin.Usage.DraftAccepted < len(want)/2 {
+		t.Errorf("an exact prediction: %d of %d tokens accepted", fin.Usage.DraftAccepted, len(want))
+	}
+	if st.DraftProposed != uint64(fin.Usage.DraftProposed) {
+		t.Errorf("%d drafts proposed, %d of them the prediction request's: the n-gram request speculated", st.DraftProposed, fin.Usage.DraftProposed)
+	}
+}

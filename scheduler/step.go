@@ -332,9 +332,13 @@ func (s *Scheduler) removeRunning(q *seq) {
 // proposals are made here, since their length bounds k; then one batch-wide
 // choice maximises expected tokens per second under the measured costs
 // (specdec.BatchChooser), which may turn speculation off for some sequences
-// or all of them.
+// or all of them. A sequence whose request fixed k, or that carries a
+// Predicted Output, is not the chooser's to decide: it verifies all it may
+// (the request asked for it, as OpenAI's Predicted Outputs always use the
+// prediction), and the chooser counts those rows as already committed.
 func (s *Scheduler) planK() {
 	s.bseqs = s.bseqs[:0]
+	base := 0
 	for _, q := range s.running {
 		q.kWant = 0
 		limit := 0
@@ -352,13 +356,19 @@ func (s *Scheduler) planK() {
 				limit = len(q.drafts)
 			}
 		}
-		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: max(limit, 0), Model: q.proposer == propDraft})
+		limit = max(limit, 0)
+		if q.forcedK() {
+			q.kWant = limit // bounded by what it may still produce
+			base += limit
+			limit = 0
+		}
+		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: limit, Model: q.proposer == propDraft})
 	}
 	var costs specdec.Costs = &s.costs
 	if s.costSeam != nil {
 		costs = s.costSeam
 	}
-	s.chooser.Choose(s.kcfg, s.bseqs, 0, costs)
+	s.chooser.Choose(s.kcfg, s.bseqs, base, costs)
 	if s.draft != nil {
 		m := 0
 		for _, b := range s.bseqs {
@@ -368,21 +378,21 @@ func (s *Scheduler) planK() {
 		}
 		s.draftIdle = !specdec.DraftMayPay(s.kcfg, len(s.bseqs), m, costs)
 	}
-	if s.draftIdle {
-		// Choose agrees (no acceptance beats 1); a request's own fixed k
-		// still drafts.
-		for i, q := range s.running {
-			if s.bseqs[i].Model && q.fixedK == 0 {
-				s.bseqs[i].K = 0
-			}
-		}
-	}
 	for i, q := range s.running {
+		if q.forcedK() {
+			continue
+		}
 		q.kWant = s.bseqs[i].K
-		if q.fixedK > 0 {
-			q.kWant = s.bseqs[i].Limit // the request fixed k (bounded by what it may still produce)
+		if s.draftIdle && s.bseqs[i].Model {
+			q.kWant = 0 // Choose agrees: no acceptance beats plain decoding
 		}
 	}
+}
+
+// forcedK: the request fixed k, or carries a prediction; the chooser does
+// not decide its k.
+func (q *seq) forcedK() bool {
+	return q.fixedK > 0 || q.proposer == propPrediction
 }
 
 // ngram is the prompt-lookup proposer: a match must be at least 3 tokens
