@@ -307,16 +307,33 @@ func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
 // by the two models' measured ratio on the smallest such decode: a draft
 // as costly as the target is priced so from its first prompt, a cheap one
 // is tried and then measured.
+//
+// The machine's speed changes under the daemon (other processes, a shared
+// VM's neighbours: identical runs here spread by 1.3x within minutes), and
+// a size that stops being chosen is not measured again. So readings are
+// kept relative to a load factor: each reading of an already measured size
+// moves the factor towards reading / estimate (a fast average), readings
+// are stored divided by it, and estimates are multiplied by it. A size
+// measured while the machine was busy is then read at today's speed, not
+// frozen at that moment's (a shared CI machine once kept an exact
+// Predicted Output unused that way), and comparisons between sizes
+// measured at different times stay fair.
 // Not safe for concurrent use.
 type CostModel struct {
 	DraftPrior float64
 	draft      costCurve
 	verify     costCurve
+	load       float64 // current slowness in the curves' units; 0 = 1
 }
 
 const (
 	costBuckets = 32 + 8*26
-	costWindow  = 16 // running average over about the last 16 observations
+	// costWindow: a bucket keeps a running average over about its last 32
+	// readings; loadWindow: the load factor averages about the last 8
+	// readings. The load factor must be the faster of the two, so that a
+	// change of speed lands in it rather than in the buckets being read.
+	costWindow = 32
+	loadWindow = 8
 )
 
 type costCurve struct {
@@ -339,14 +356,22 @@ func costBucket(n int) int {
 	return min(b, costBuckets-1)
 }
 
-func (c *costCurve) observe(n int, d time.Duration) {
+// known is the estimate at n if n's own bucket has readings, else 0.
+func (c *costCurve) known(n int) float64 {
+	if c.n[costBucket(n)] == 0 {
+		return 0
+	}
+	return c.interp(n)
+}
+
+func (c *costCurve) observe(n int, y float64) {
 	b := costBucket(n)
 	if c.n[b] < costWindow {
 		c.n[b]++
 	}
 	w := 1 / float64(c.n[b])
 	c.x[b] += (float64(n) - c.x[b]) * w
-	c.y[b] += (d.Seconds() - c.y[b]) * w
+	c.y[b] += (y - c.y[b]) * w
 	c.any = true
 	top := 0.0
 	if b > 0 {
@@ -428,17 +453,34 @@ func (c *costCurve) interp(n int) float64 {
 // ObserveDraft records one draft-model decode of rows rows (one per
 // drafting sequence, plus any prompt or catch-up tokens fed in the same
 // decode).
-func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.draft.observe(rows, d) }
+func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.observe(&m.draft, rows, d) }
 
 // ObserveVerify records one target decode of tokens tokens.
-func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.verify.observe(tokens, d) }
+func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.observe(&m.verify, tokens, d) }
+
+func (m *CostModel) observe(c *costCurve, n int, d time.Duration) {
+	v := d.Seconds()
+	if e := c.known(n); e > 0 && v > 0 {
+		m.load = m.Load() + (v/e-m.Load())/loadWindow
+	}
+	c.observe(n, v/m.Load())
+}
+
+// Load is the current load factor: how much slower the machine runs now
+// than when the readings' units were set (1 until readings disagree).
+func (m *CostModel) Load() float64 {
+	if m.load <= 0 {
+		return 1
+	}
+	return m.load
+}
 
 // VerifyCost estimates the seconds of a target decode of tokens tokens.
 func (m *CostModel) VerifyCost(tokens int) float64 {
 	if !m.verify.any {
 		return 1e-3
 	}
-	return m.verify.at(tokens)
+	return m.Load() * m.verify.at(tokens)
 }
 
 // DraftCost estimates the seconds of one draft decode over batchSeqs
@@ -446,7 +488,7 @@ func (m *CostModel) VerifyCost(tokens int) float64 {
 func (m *CostModel) DraftCost(batchSeqs int) float64 {
 	if x, y, ok := m.draft.smallest(); ok && m.verify.any {
 		if x <= float64(batchSeqs) {
-			return m.draft.at(batchSeqs)
+			return m.Load() * m.draft.at(batchSeqs)
 		}
 		// Measured only on larger decodes (prompts): the ratio of the two
 		// models there, applied to the target's cost at this size.
