@@ -459,6 +459,7 @@ func TestPredictionAlwaysVerified(t *testing.T) {
 		t.Fatalf("prediction %v, n-gram %v, want %v", got, gotNG, want)
 	}
 	st := waitIdle(t, r.s)
+	t.Logf("accepted %d of %d proposed", fin.Usage.DraftAccepted, fin.Usage.DraftProposed)
 	if fin.Usage.DraftAccepted < len(want)/2 {
 		t.Errorf("an exact prediction: %d of %d tokens accepted", fin.Usage.DraftAccepted, len(want))
 	}
