@@ -310,20 +310,21 @@ func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
 //
 // The machine's speed changes under the daemon (other processes, a shared
 // VM's neighbours: identical runs here spread by 1.3x within minutes), and
-// a size that stops being chosen is not measured again. So readings are
-// kept relative to a load factor: each reading of an already measured size
-// moves the factor towards reading / estimate (a fast average), readings
-// are stored divided by it, and estimates are multiplied by it. A size
-// measured while the machine was busy is then read at today's speed, not
-// frozen at that moment's (a shared CI machine once kept an exact
-// Predicted Output unused that way), and comparisons between sizes
-// measured at different times stay fair.
+// a size that stops being chosen is not measured again. So each model's
+// readings are kept relative to its own load factor: each reading of an
+// already measured size moves the factor towards reading / estimate (a
+// fast average), readings are stored divided by it, and estimates are
+// multiplied by it. A size measured while the machine was busy is then
+// read at today's speed, not frozen at that moment's (a shared CI machine
+// once kept an exact Predicted Output unused that way), and comparisons
+// between sizes measured at different times stay fair. The two models
+// keep separate factors: the draft's sub-millisecond decodes jitter far
+// more than the target's, and they are several per step.
 // Not safe for concurrent use.
 type CostModel struct {
 	DraftPrior float64
 	draft      costCurve
 	verify     costCurve
-	load       float64 // current slowness in the curves' units; 0 = 1
 }
 
 const (
@@ -343,8 +344,9 @@ type costCurve struct {
 	// cost less, so a reading never goes below it: a size measured while
 	// the machine was busy must not make larger sizes look cheaper than
 	// it (a size that stops being chosen is not measured again).
-	env [costBuckets]float64
-	any bool
+	env  [costBuckets]float64
+	any  bool
+	load float64 // current slowness in the readings' units; 0 = 1
 }
 
 func costBucket(n int) int {
@@ -461,26 +463,29 @@ func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.observe(&m.ve
 func (m *CostModel) observe(c *costCurve, n int, d time.Duration) {
 	v := d.Seconds()
 	if e := c.known(n); e > 0 && v > 0 {
-		m.load = m.Load() + (v/e-m.Load())/loadWindow
+		c.load = c.scale() + (v/e-c.scale())/loadWindow
 	}
-	c.observe(n, v/m.Load())
+	c.observe(n, v/c.scale())
 }
 
-// Load is the current load factor: how much slower the machine runs now
-// than when the readings' units were set (1 until readings disagree).
-func (m *CostModel) Load() float64 {
-	if m.load <= 0 {
+// scale is the curve's load factor: how much slower the machine runs now
+// than when its readings' units were set (1 until readings disagree).
+func (c *costCurve) scale() float64 {
+	if c.load <= 0 {
 		return 1
 	}
-	return m.load
+	return c.load
 }
+
+// cost is the estimate at n in seconds at the present speed.
+func (c *costCurve) cost(n int) float64 { return c.scale() * c.at(n) }
 
 // VerifyCost estimates the seconds of a target decode of tokens tokens.
 func (m *CostModel) VerifyCost(tokens int) float64 {
 	if !m.verify.any {
 		return 1e-3
 	}
-	return m.Load() * m.verify.at(tokens)
+	return m.verify.cost(tokens)
 }
 
 // DraftCost estimates the seconds of one draft decode over batchSeqs
@@ -488,12 +493,12 @@ func (m *CostModel) VerifyCost(tokens int) float64 {
 func (m *CostModel) DraftCost(batchSeqs int) float64 {
 	if x, y, ok := m.draft.smallest(); ok && m.verify.any {
 		if x <= float64(batchSeqs) {
-			return m.Load() * m.draft.at(batchSeqs)
+			return m.draft.cost(batchSeqs)
 		}
 		// Measured only on larger decodes (prompts): the ratio of the two
 		// models there, applied to the target's cost at this size.
-		if v := m.verify.at(int(math.Round(x))); v > 0 {
-			return y / v * m.VerifyCost(batchSeqs)
+		if v := m.verify.cost(int(math.Round(x))); v > 0 {
+			return m.draft.scale() * y / v * m.VerifyCost(batchSeqs)
 		}
 	}
 	p := m.DraftPrior

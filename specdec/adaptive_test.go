@@ -197,8 +197,25 @@ func TestCostModelLoad(t *testing.T) {
 	if got := m.VerifyCost(8) * 1e3; got < 32 || got > 50 {
 		t.Errorf("VerifyCost(8) after a 2x slowdown seen at 1 row = %.1fms, want about 40", got)
 	}
-	if m.Load() < 1.5 {
-		t.Errorf("load factor %.2f after a 2x slowdown", m.Load())
+	if m.verify.scale() < 1.5 {
+		t.Errorf("load factor %.2f after a 2x slowdown", m.verify.scale())
+	}
+	// The draft's jitter (sub-millisecond decodes, several per step) does
+	// not move the target's costs: each model has its own factor.
+	m = CostModel{}
+	for range 20 {
+		m.ObserveVerify(1, ms(10))
+		m.ObserveVerify(5, ms(15))
+	}
+	for i := range 200 {
+		m.ObserveDraft(1, ms(0.3+1.7*float64(i%2)))
+		m.ObserveDraft(1, ms(0.3))
+		if i%3 == 0 {
+			m.ObserveVerify(1, ms(10))
+		}
+	}
+	if got := m.VerifyCost(5) * 1e3; math.Abs(got-15) > 0.5 {
+		t.Errorf("VerifyCost(5) after jittery draft readings = %.2fms, want 15", got)
 	}
 }
 
