@@ -496,9 +496,14 @@ func (m *CostModel) DraftCost(batchSeqs int) float64 {
 			return m.draft.cost(batchSeqs)
 		}
 		// Measured only on larger decodes (prompts): the ratio of the two
-		// models there, applied to the target's cost at this size.
-		if v := m.verify.cost(int(math.Round(x))); v > 0 {
-			return m.draft.scale() * y / v * m.VerifyCost(batchSeqs)
+		// models there, applied to the target's cost at this size. The
+		// ratio is of the stored readings, both taken in the same steps
+		// (the prompts): scaled by today's factors it would drift with
+		// whatever moved the target's factor since (its steps slow down as
+		// contexts grow), and a draft as costly as the target would come
+		// to look cheap.
+		if v := m.verify.at(int(math.Round(x))); v > 0 {
+			return y / v * m.VerifyCost(batchSeqs)
 		}
 	}
 	p := m.DraftPrior

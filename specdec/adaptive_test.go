@@ -217,6 +217,18 @@ func TestCostModelLoad(t *testing.T) {
 	if got := m.VerifyCost(5) * 1e3; math.Abs(got-15) > 0.5 {
 		t.Errorf("VerifyCost(5) after jittery draft readings = %.2fms, want 15", got)
 	}
+	// A draft as costly as the target, measured only on the prompt, stays
+	// as costly while the target's steps slow down (contexts grow): the
+	// ratio of the prompt readings holds, whatever the factors did since.
+	m = CostModel{}
+	m.ObserveVerify(10, ms(20))
+	m.ObserveDraft(10, ms(20))
+	for i := range 300 {
+		m.ObserveVerify(1, ms(10+float64(i)/30)) // 10 ms slowing to 20
+	}
+	if r := m.DraftCost(1) / m.VerifyCost(1); math.Abs(r-1) > 0.05 {
+		t.Errorf("a draft as costly as the target on the prompt: DraftCost(1) / VerifyCost(1) = %.2f after the target slowed, want 1", r)
+	}
 }
 
 type fakeCosts struct{ verifyBase, perToken, draftStep float64 }
