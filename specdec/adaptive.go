@@ -307,19 +307,6 @@ func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
 // by the two models' measured ratio on the smallest such decode: a draft
 // as costly as the target is priced so from its first prompt, a cheap one
 // is tried and then measured.
-//
-// The machine's speed changes under the daemon (other processes, a shared
-// VM's neighbours: identical runs here spread by 1.3x within minutes), and
-// a size that stops being chosen is not measured again. So each model's
-// readings are kept relative to its own load factor: each reading of an
-// already measured size moves the factor towards reading / estimate (a
-// fast average), readings are stored divided by it, and estimates are
-// multiplied by it. A size measured while the machine was busy is then
-// read at today's speed, not frozen at that moment's (a shared CI machine
-// once kept an exact Predicted Output unused that way), and comparisons
-// between sizes measured at different times stay fair. The two models
-// keep separate factors: the draft's sub-millisecond decodes jitter far
-// more than the target's, and they are several per step.
 // Not safe for concurrent use.
 type CostModel struct {
 	DraftPrior float64
@@ -329,12 +316,7 @@ type CostModel struct {
 
 const (
 	costBuckets = 32 + 8*26
-	// costWindow: a bucket keeps a running average over about its last 32
-	// readings; loadWindow: the load factor averages about the last 8
-	// readings. The load factor must be the faster of the two, so that a
-	// change of speed lands in it rather than in the buckets being read.
-	costWindow = 32
-	loadWindow = 8
+	costWindow  = 16 // running average over about the last 16 observations
 )
 
 type costCurve struct {
@@ -344,9 +326,8 @@ type costCurve struct {
 	// cost less, so a reading never goes below it: a size measured while
 	// the machine was busy must not make larger sizes look cheaper than
 	// it (a size that stops being chosen is not measured again).
-	env  [costBuckets]float64
-	any  bool
-	load float64 // current slowness in the readings' units; 0 = 1
+	env [costBuckets]float64
+	any bool
 }
 
 func costBucket(n int) int {
@@ -358,22 +339,14 @@ func costBucket(n int) int {
 	return min(b, costBuckets-1)
 }
 
-// known is the estimate at n if n's own bucket has readings, else 0.
-func (c *costCurve) known(n int) float64 {
-	if c.n[costBucket(n)] == 0 {
-		return 0
-	}
-	return c.interp(n)
-}
-
-func (c *costCurve) observe(n int, y float64) {
+func (c *costCurve) observe(n int, d time.Duration) {
 	b := costBucket(n)
 	if c.n[b] < costWindow {
 		c.n[b]++
 	}
 	w := 1 / float64(c.n[b])
 	c.x[b] += (float64(n) - c.x[b]) * w
-	c.y[b] += (y - c.y[b]) * w
+	c.y[b] += (d.Seconds() - c.y[b]) * w
 	c.any = true
 	top := 0.0
 	if b > 0 {
@@ -455,37 +428,17 @@ func (c *costCurve) interp(n int) float64 {
 // ObserveDraft records one draft-model decode of rows rows (one per
 // drafting sequence, plus any prompt or catch-up tokens fed in the same
 // decode).
-func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.observe(&m.draft, rows, d) }
+func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.draft.observe(rows, d) }
 
 // ObserveVerify records one target decode of tokens tokens.
-func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.observe(&m.verify, tokens, d) }
-
-func (m *CostModel) observe(c *costCurve, n int, d time.Duration) {
-	v := d.Seconds()
-	if e := c.known(n); e > 0 && v > 0 {
-		c.load = c.scale() + (v/e-c.scale())/loadWindow
-	}
-	c.observe(n, v/c.scale())
-}
-
-// scale is the curve's load factor: how much slower the machine runs now
-// than when its readings' units were set (1 until readings disagree).
-func (c *costCurve) scale() float64 {
-	if c.load <= 0 {
-		return 1
-	}
-	return c.load
-}
-
-// cost is the estimate at n in seconds at the present speed.
-func (c *costCurve) cost(n int) float64 { return c.scale() * c.at(n) }
+func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.verify.observe(tokens, d) }
 
 // VerifyCost estimates the seconds of a target decode of tokens tokens.
 func (m *CostModel) VerifyCost(tokens int) float64 {
 	if !m.verify.any {
 		return 1e-3
 	}
-	return m.verify.cost(tokens)
+	return m.verify.at(tokens)
 }
 
 // DraftCost estimates the seconds of one draft decode over batchSeqs
@@ -493,15 +446,10 @@ func (m *CostModel) VerifyCost(tokens int) float64 {
 func (m *CostModel) DraftCost(batchSeqs int) float64 {
 	if x, y, ok := m.draft.smallest(); ok && m.verify.any {
 		if x <= float64(batchSeqs) {
-			return m.draft.cost(batchSeqs)
+			return m.draft.at(batchSeqs)
 		}
 		// Measured only on larger decodes (prompts): the ratio of the two
-		// models there, applied to the target's cost at this size. The
-		// ratio is of the stored readings, both taken in the same steps
-		// (the prompts): scaled by today's factors it would drift with
-		// whatever moved the target's factor since (its steps slow down as
-		// contexts grow), and a draft as costly as the target would come
-		// to look cheap.
+		// models there, applied to the target's cost at this size.
 		if v := m.verify.at(int(math.Round(x))); v > 0 {
 			return y / v * m.VerifyCost(batchSeqs)
 		}
