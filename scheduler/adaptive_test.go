@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"math"
 	"testing"
 
 	"specd/engine"
@@ -70,22 +69,5 @@ func TestRealAdaptiveK(t *testing.T) {
 	// were measured.
 	if sameRows > samePrompt+64 {
 		t.Fatalf("a draft that cannot pay decoded %d tokens for %d prompt tokens", sameRows, samePrompt)
-	}
-}
-
-// draftConf reads the draft's top probability, as llama.cpp's p_min does:
-// a sampled proposal of a less likely token must not end the draft when the
-// draft is sure of another token.
-func TestDraftConfTopProbability(t *testing.T) {
-	dist := []float32{0.1, 0.7, 0.2, 0}
-	for d := int32(0); d < 4; d++ {
-		if got := draftConf(nil, d, dist); got < 0.6999 || got > 0.7001 {
-			t.Errorf("sampled proposal %d: confidence %g, want the top probability 0.7", d, got)
-		}
-	}
-	logits := []float32{0, 2, 1, -1}
-	want := 1 / (1 + math.Exp(-2) + math.Exp(-1) + math.Exp(-3)) // softmax at the argmax
-	if got := draftConf(logits, 1, nil); math.Abs(got-want) > 1e-5 {
-		t.Errorf("greedy proposal: confidence %g, want %g", got, want)
 	}
 }

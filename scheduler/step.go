@@ -376,7 +376,7 @@ func (s *Scheduler) planK() {
 				m++
 			}
 		}
-		s.draftIdle = !specdec.DraftMayPay(s.kcfg, len(s.bseqs), m, costs)
+		s.draftIdle = !specdec.DraftMayPay(s.kcfg, len(s.bseqs), m, base, costs)
 	}
 	for i, q := range s.running {
 		if q.forcedK() {
@@ -512,13 +512,21 @@ func (s *Scheduler) runDraft(items []item) {
 			logits := s.draft.Logits(it.drow)
 			var d int32
 			var dist []float32
+			var conf float64 // how sure the draft is, as llama.cpp's --draft-p-min reads it
 			if q.sampler.Greedy() {
 				d = specdec.Argmax(logits)
+				if j > 0 && s.cfg.DraftPMin > 0 {
+					conf = specdec.ProbOf(logits, d) // softmax at the argmax
+				}
 			} else {
-				dist = q.sampler.Dist(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
+				// The top probability of the sampling distribution (the
+				// proposal itself may be a less likely token).
+				var top float32
+				dist, top = q.sampler.DistTop(logits, q.qbuf[j*s.nVocab:(j+1)*s.nVocab])
 				d = q.sampler.SampleDraft(dist)
+				conf = float64(top)
 			}
-			if j > 0 && s.cfg.DraftPMin > 0 && draftConf(logits, d, dist) < s.cfg.DraftPMin {
+			if j > 0 && s.cfg.DraftPMin > 0 && conf < s.cfg.DraftPMin {
 				// Unsure: propose the j tokens so far. Its KV past them
 				// is trimmed with the rejected ones after verification.
 				it.k = j
@@ -569,22 +577,6 @@ func (s *Scheduler) decodeDraft() error {
 	s.costs.ObserveDraft(rows, time.Since(t0))
 	s.draftRows += uint64(rows) // published with the step's draft time
 	return nil
-}
-
-// draftConf is how sure the draft model is at this position, as llama.cpp's
-// --draft-p-min reads it: the top probability of the draft's sampling
-// distribution when there is one (temperature > 0: the proposal d itself
-// may be a less likely token), else softmax(logits)[d] for the greedy
-// proposal d, the argmax.
-func draftConf(logits []float32, d int32, dist []float32) float64 {
-	if dist != nil {
-		top := float32(0)
-		for _, p := range dist {
-			top = max(top, p)
-		}
-		return float64(top)
-	}
-	return specdec.ProbOf(logits, d)
 }
 
 // draftFailed: a failed draft decode costs speculation, not correctness:

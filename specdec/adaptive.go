@@ -274,12 +274,14 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 }
 
 // DraftMayPay reports whether a draft model could pay in a step of b
-// sequences, m of them drafting with it: whether some depth D in [KMin,
-// KMax] would beat plain decoding by cfg.MinGain even if every draft token
-// were accepted. When it cannot (a draft as costly as the target, or a
-// compute-bound verify at a large batch), keeping the draft's KV in step
-// with the target's is pure cost. With cfg.Fixed > 0 it is true.
-func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
+// sequences, m of them drafting with it, next to base rows already
+// committed (sequences with a fixed k or a prediction, as in Choose):
+// whether some depth D in [KMin, KMax] would beat plain decoding by
+// cfg.MinGain even if every draft token were accepted. When it cannot (a
+// draft as costly as the target, or a compute-bound verify at a large
+// batch), keeping the draft's KV in step with the target's is pure cost.
+// With cfg.Fixed > 0 it is true.
+func DraftMayPay(cfg KConfig, b, m, base int, cost Costs) bool {
 	c := cfg.WithDefaults()
 	if c.Fixed > 0 {
 		return true
@@ -287,10 +289,10 @@ func DraftMayPay(cfg KConfig, b, m int, cost Costs) bool {
 	if b <= 0 || m <= 0 {
 		return false
 	}
-	floor := float64(b) / cost.VerifyCost(b) * (1 + c.MinGain)
+	floor := float64(b) / cost.VerifyCost(base+b) * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
 		rows := b + m*D
-		if float64(rows)/(cost.VerifyCost(rows)+float64(D)*cost.DraftCost(m)) > floor {
+		if float64(rows)/(cost.VerifyCost(base+rows)+float64(D)*cost.DraftCost(m)) > floor {
 			return true
 		}
 	}

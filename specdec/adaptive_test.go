@@ -295,11 +295,29 @@ func TestDraftMayPay(t *testing.T) {
 		{"compute-bound verify", fakeCosts{0, 1e-3, 0.1e-3}, 16, 16, false},
 		{"no sequence drafts with the model", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, 4, 0, false},
 	} {
-		if got := DraftMayPay(cfg, c.b, c.m, c.cost); got != c.want {
+		if got := DraftMayPay(cfg, c.b, c.m, 0, c.cost); got != c.want {
 			t.Errorf("%s: DraftMayPay = %v, want %v", c.name, got, c.want)
 		}
 	}
-	if !DraftMayPay(KConfig{Fixed: 4}, 1, 1, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
+	if !DraftMayPay(KConfig{Fixed: 4}, 1, 1, 0, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
 		t.Error("fixed k: the draft must be kept in step")
 	}
+	// A verify that is flat up to 4 rows and steep beyond: one drafting
+	// sequence pays alone, but not next to 4 rows another sequence's fixed
+	// k or prediction already committed.
+	cliff := cliffCosts{flat: 4, step: 10e-3, extra: 100e-3, draft: 0.1e-3}
+	if !DraftMayPay(cfg, 1, 1, 0, cliff) || DraftMayPay(cfg, 1, 1, 4, cliff) {
+		t.Errorf("cliff: may pay alone %v (want true), next to 4 committed rows %v (want false)",
+			DraftMayPay(cfg, 1, 1, 0, cliff), DraftMayPay(cfg, 1, 1, 4, cliff))
+	}
 }
+
+// cliffCosts: a verify of up to flat rows costs step, each row beyond
+// costs extra more.
+type cliffCosts struct {
+	flat               int
+	step, extra, draft float64
+}
+
+func (c cliffCosts) VerifyCost(n int) float64 { return c.step + c.extra*float64(max(n-c.flat, 0)) }
+func (c cliffCosts) DraftCost(int) float64    { return c.draft }

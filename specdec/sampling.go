@@ -191,6 +191,13 @@ func uniform(r *rand.PCG) float64 { return float64(r.Uint64()>>11) * 0x1p-53 }
 // dst (grown if short) and returns it: 0 outside the kept set, sums to 1;
 // for a greedy sampler a one-hot at the argmax. It uses no randomness.
 func (s *Sampler) Dist(logits []float32, dst []float32) []float32 {
+	dst, _ = s.DistTop(logits, dst)
+	return dst
+}
+
+// DistTop is Dist that also returns the distribution's largest
+// probability, found on the kept set (no second pass over the vocabulary).
+func (s *Sampler) DistTop(logits []float32, dst []float32) ([]float32, float32) {
 	n := len(logits)
 	if cap(dst) < n {
 		dst = make([]float32, n)
@@ -199,15 +206,18 @@ func (s *Sampler) Dist(logits []float32, dst []float32) []float32 {
 	clear(dst)
 	if s.greedy {
 		dst[Argmax(logits)] = 1
-		return dst
+		return dst, 1
 	}
 	s.prepare(logits)
 	w := s.ws
 	inv := 1 / w.z
+	top := float32(0)
 	for j, t := range w.cidx[:w.n] {
-		dst[t] = float32(float64(w.cw[j]) * inv)
+		p := float32(float64(w.cw[j]) * inv)
+		dst[t] = p
+		top = max(top, p)
 	}
-	return dst
+	return dst, top
 }
 
 // Sample draws the next token from logits (one uniform of the emission

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 )
@@ -386,6 +387,28 @@ func TestProbOf(t *testing.T) {
 		want := math.Exp(float64(l)) / z
 		if got := ProbOf(logits, int32(i)); math.Abs(got-want) > 1e-6*max(want, 1e-30) && math.Abs(got-want) > 1e-12 {
 			t.Errorf("ProbOf(%d) = %g, want %g", i, got, want)
+		}
+	}
+}
+
+// DistTop's top is the distribution's largest probability (what the draft
+// proposer's p_min reads: the proposal itself may be a less likely token).
+func TestDistTop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	logits := make([]float32, 300)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64() * 3)
+	}
+	for _, p := range []SamplingParams{
+		{Temperature: 0},
+		{Temperature: 0.7},
+		{Temperature: 1.3, TopK: 20},
+		{Temperature: 1, TopP: 0.9},
+		{Temperature: 0.9, MinP: 0.05},
+	} {
+		dist, top := NewSampler(p, len(logits)).DistTop(logits, nil)
+		if want := slices.Max(dist); top != want || top <= 0 {
+			t.Errorf("%+v: top %g, largest probability %g", p, top, want)
 		}
 	}
 }
