@@ -6,7 +6,6 @@ import (
 	"math"
 	"sort"
 	"strconv"
-	"time"
 )
 
 // fakeModel is a deterministic stand-in for a llama.cpp context, for tests
@@ -30,9 +29,6 @@ type fakeModel struct {
 	rows    int // rows decoded in all
 	most    int // the most rows in one decode
 	failAt  int // if > 0, the failAt-th Decode fails
-	// rowDelay: each Decode sleeps this long per row, for tests that
-	// need costs that grow with the rows.
-	rowDelay time.Duration
 }
 
 type fakeCell struct {
@@ -62,9 +58,6 @@ func (m *fakeModel) Decode() error {
 	m.decodes++
 	m.rows += len(m.batch)
 	m.most = max(m.most, len(m.batch))
-	if m.rowDelay > 0 {
-		time.Sleep(m.rowDelay * time.Duration(len(m.batch)))
-	}
 	batch := m.batch
 	m.batch = nil
 	m.out = map[int][]float32{}

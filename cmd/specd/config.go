@@ -80,14 +80,7 @@ type SpecConfig struct {
 	KMax     int     `yaml:"k_max"`
 	PMin     float64 `yaml:"p_min"`    // stop drafting below this draft probability
 	MinGain  float64 `yaml:"min_gain"` // adaptive k: least expected gain to speculate
-	// Calibrate: time budget for measuring decode costs at startup (0 = off).
-	Calibrate time.Duration `yaml:"calibrate"`
 }
-
-// DefaultCalibrate is speculative.calibrate's default: at most this long
-// at startup measuring the decode costs adaptive k chooses between
-// (scheduler.Calibrate; docs/decisions/0011).
-const DefaultCalibrate = 3 * time.Second
 
 // defaultConfig is every key's default; configs/specd.yaml repeats them in
 // its comments (a test keeps the two in step).
@@ -100,7 +93,7 @@ func defaultConfig() Config {
 		PrefixCache:      true,
 		Preemption:       "recompute",
 		MaxWaiting:       256,
-		Speculative:      SpecConfig{KMin: 1, KMax: 8, MinGain: scheduler.DefaultSpecMinGain, Calibrate: DefaultCalibrate},
+		Speculative:      SpecConfig{KMin: 1, KMax: 8, MinGain: scheduler.DefaultSpecMinGain},
 		FlashAttn:        "off",
 		KVType:           "f16",
 		Host:             server.DefaultHost,
@@ -137,7 +130,6 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.k_min", "k-min", "smallest adaptive draft length"},
 	{"speculative.k_max", "k-max", "largest draft length (raised to spec-k if smaller)"},
 	{"speculative.min_gain", "spec-min-gain", "adaptive k speculates only where the measured costs promise more than this fraction above plain decoding's tokens/s (0 = any gain)"},
-	{"speculative.calibrate", "spec-calibrate", "time spent at startup measuring decode costs for adaptive k (0 = off: learn them while serving)"},
 	{"speculative.p_min", "draft-p-min", "stop a draft early where the draft model's top token has less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
 	{"kv_type", "kv-type", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ..."},
@@ -407,9 +399,6 @@ func (c Config) Validate() error {
 	}
 	if !(c.Speculative.MinGain >= 0 && c.Speculative.MinGain <= 10) {
 		return fmt.Errorf("speculative.min_gain %g: must be in [0, 10]", c.Speculative.MinGain)
-	}
-	if c.Speculative.Calibrate < 0 {
-		return fmt.Errorf("speculative.calibrate %s: must not be negative", c.Speculative.Calibrate)
 	}
 	if c.MaxBodyBytes < 1 || c.RequestTimeout <= 0 || c.ShutdownGrace < 0 || c.DefaultMaxTokens < 1 {
 		return errors.New("max_body_bytes, request_timeout and default_max_tokens must be positive, shutdown_grace not negative")

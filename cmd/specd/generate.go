@@ -163,7 +163,6 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer eng.Close()
-	eng.Calibrate(DefaultCalibrate)
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer func() {
 		eng.Scheduler.Close()

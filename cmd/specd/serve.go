@@ -188,32 +188,10 @@ func loadServeModels(ctx context.Context, cfg Config, log *slog.Logger, stderr i
 	if m.eng, err = scheduler.NewEngine(cfg.SchedulerConfig(), lib, m.target, m.draft, log); err != nil {
 		return nil, err
 	}
-	if cal := m.eng.Calibrate(cfg.Speculative.Calibrate); len(cal.VerifySizes) > 0 {
-		log.Info("measured decode costs", "elapsed", cal.Elapsed.Round(time.Millisecond),
-			"target_rows", sizeRange(cal.VerifySizes), "draft_rows", sizeRange(cal.DraftSizes))
-		log.Debug("decode costs", "target", costList(cal.VerifySizes, cal.Verify), "draft", costList(cal.DraftSizes, cal.Draft))
-	}
 	m.ctxSize = m.eng.Config().MaxSeqLen
 	m.nVocab = m.target.Vocab().NTokens()
 	ok = true
 	return m, nil
-}
-
-// sizeRange prints a list of calibrated decode sizes as "first-last".
-func sizeRange(n []int) string {
-	if len(n) == 0 {
-		return "none"
-	}
-	return fmt.Sprintf("%d-%d", n[0], n[len(n)-1])
-}
-
-// costList prints calibrated sizes and costs as "rows:ms ...".
-func costList(n []int, d []time.Duration) string {
-	var b strings.Builder
-	for i := range n {
-		fmt.Fprintf(&b, "%d:%.2f ", n[i], d[i].Seconds()*1e3)
-	}
-	return strings.TrimSpace(b.String())
 }
 
 // openLibrary opens llama.cpp with its log forwarded to log: warnings and
