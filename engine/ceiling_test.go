@@ -340,3 +340,70 @@ func BenchmarkStepShapes(b *testing.B) {
 		reportMedian(b, times[n], sh.name+"-ms")
 	}
 }
+
+// BenchmarkVerifyShapes times one target decode of verify-shaped batches
+// over per-sequence KV streams, each sequence after a 128-token history:
+// "4x2" is 4 sequences with 2 rows each, "2,1,2,1" 4 sequences with 2, 1,
+// 2 and 1 rows. llama.cpp splits a decode over streams into ubatches that
+// take the same number of rows from each of a run of consecutive sequence
+// ids (split_equal), so unequal rows cost extra graph computes
+// (docs/decisions/0011). Shapes alternate; medians are reported. With
+// SPECD_TEST_MODEL=.cache/models/heavy-q8.gguf SPECD_BENCH_THREADS=2 it
+// times the benchmark pair's target.
+func BenchmarkVerifyShapes(b *testing.B) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	l, m := stories(b)
+	c := newCtx(b, m, ContextParams{NCtx: 16 * 384, NSeqMax: 16, NBatch: 512, NUBatch: 512, NOutputsMax: 512,
+		Threads: benchThreads(), FlashAttn: FlashAttnOff, TypeK: benchKV(), TypeV: benchKV()})
+	batch := newBatch(b, l, 512)
+	nv := m.Vocab().NTokens()
+	tok := func(s, p int) int32 { return int32(1 + (s*131+p*7)%(nv-1)) }
+	for s := range 16 {
+		batch.Reset()
+		for p := range 128 {
+			batch.Add(tok(s, p), int32(p), int32(s), false)
+		}
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pass := func(rows []int) time.Duration {
+		batch.Reset()
+		for s, r := range rows {
+			for j := range r {
+				batch.Add(tok(s, 128+j), int32(128+j), int32(s), true)
+			}
+		}
+		t0 := time.Now()
+		if err := c.Decode(batch); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(t0)
+		for s := range rows {
+			c.SeqRemove(int32(s), 128, -1)
+		}
+		return d
+	}
+	rep := func(n, r int) []int { return slices.Repeat([]int{r}, n) }
+	shapes := []struct {
+		name string
+		rows []int
+	}{
+		{"1x1", rep(1, 1)}, {"1x5", rep(1, 5)}, {"4x1", rep(4, 1)}, {"5x1", rep(5, 1)}, {"8x1", rep(8, 1)},
+		{"4x2", rep(4, 2)}, {"2,1,2,1", []int{2, 1, 2, 1}}, {"2,1,1,1", []int{2, 1, 1, 1}}, {"4x3", rep(4, 3)},
+		{"16x1", rep(16, 1)}, {"16x2", rep(16, 2)},
+	}
+	times := make([][]float64, len(shapes))
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range shapes {
+			n := (i + j) % len(shapes)
+			times[n] = append(times[n], float64(pass(shapes[n].rows).Microseconds())/1000)
+		}
+	}
+	b.StopTimer()
+	for n, sh := range shapes {
+		reportMedian(b, times[n], sh.name+"-ms")
+	}
+}

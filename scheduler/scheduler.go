@@ -46,10 +46,13 @@ type Scheduler struct {
 	chooser   specdec.BatchChooser
 	ws        *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
 	bseqs     []specdec.BatchSeq
-	kcfg      specdec.KConfig
-	items     []item // scratch: this step's plan
-	tokBuf    []int32
-	rowsBuf   [][]float32
+	// Scratch: the target decode's rows per sequence in slot order, and
+	// its ubatches (decodeTarget).
+	ubSlots, ubRows, ubBuf []int
+	kcfg                   specdec.KConfig
+	items                  []item // scratch: this step's plan
+	tokBuf                 []int32
+	rowsBuf                [][]float32
 	// Finished sequences whose Done event the reader has not taken yet.
 	undelivered []*seq
 
@@ -108,6 +111,8 @@ func New(cfg Config, target, draft Model, vocab Vocab, logger *slog.Logger) (*Sc
 			KMax:    cfg.KMax,
 			Fixed:   cfg.SpecK,
 			MinGain: max(cfg.SpecMinGain, 0),
+			Streams: cfg.SplitKV,
+			UBatch:  cfg.MaxBatchTokens,
 		},
 	}
 	cached := cfg.PrefixCacheBlocks

@@ -338,7 +338,6 @@ func (s *Scheduler) removeRunning(q *seq) {
 // prediction), and the chooser counts those rows as already committed.
 func (s *Scheduler) planK() {
 	s.bseqs = s.bseqs[:0]
-	base := 0
 	for _, q := range s.running {
 		q.kWant = 0
 		limit := 0
@@ -357,26 +356,21 @@ func (s *Scheduler) planK() {
 			}
 		}
 		limit = max(limit, 0)
+		fixed := 0
 		if q.forcedK() {
 			q.kWant = limit // bounded by what it may still produce
-			base += limit
-			limit = 0
+			fixed, limit = limit, 0
 		}
-		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: limit, Model: q.proposer == propDraft})
+		s.bseqs = append(s.bseqs, specdec.BatchSeq{Alpha: q.acc.Alpha(), Limit: limit, Fixed: fixed,
+			Model: q.proposer == propDraft, Slot: int(q.slot)})
 	}
 	var costs specdec.Costs = &s.costs
 	if s.costSeam != nil {
 		costs = s.costSeam
 	}
-	s.chooser.Choose(s.kcfg, s.bseqs, base, costs)
+	s.chooser.Choose(s.kcfg, s.bseqs, 0, costs)
 	if s.draft != nil {
-		m := 0
-		for _, b := range s.bseqs {
-			if b.Model && b.Limit > 0 {
-				m++
-			}
-		}
-		s.draftIdle = !specdec.DraftMayPay(s.kcfg, len(s.bseqs), m, base, costs)
+		s.draftIdle = !s.chooser.DraftMayPay(s.kcfg, s.bseqs, 0, costs)
 	}
 	for i, q := range s.running {
 		if q.forcedK() {
@@ -601,14 +595,23 @@ func (s *Scheduler) draftFailed(items []item, err error) {
 // are failed.
 func (s *Scheduler) decodeTarget(items []item) time.Duration {
 	rows := 0
+	s.ubSlots, s.ubRows = s.ubSlots[:0], s.ubRows[:0]
 	for i := range items {
-		rows += s.addTarget(&items[i])
+		n := s.addTarget(&items[i])
+		rows += n
+		s.ubSlots, s.ubRows = append(s.ubSlots, int(items[i].q.slot)), append(s.ubRows, n)
 	}
 	t0 := time.Now()
 	err := s.target.Decode()
 	dt := time.Since(t0)
 	if err == nil {
-		s.costs.ObserveVerify(rows, dt)
+		// The cost curve is of one ubatch: with per-sequence streams a
+		// decode llama.cpp splits into several (rows of unequal counts, a
+		// prefill chunk beside decodes) is not a reading of its rows.
+		s.ubBuf = specdec.UBatches(s.ubSlots, s.ubRows, s.cfg.MaxBatchTokens, s.ubBuf[:0])
+		if !s.cfg.SplitKV || len(s.ubBuf) == 1 {
+			s.costs.ObserveVerify(rows, dt)
+		}
 		return dt
 	}
 	s.log.Warn("target decode failed; retrying one sequence at a time", "err", err, "rows", rows)

@@ -31,6 +31,18 @@ type KConfig struct {
 	// few speculating steps desynchronise sequences that would otherwise
 	// prefill and decode in lockstep.
 	MinGain float64
+	// Streams: the target's KV has one stream per sequence, and llama.cpp
+	// splits such a decode into ubatches with split_equal(sequential): one
+	// ubatch takes the same number of rows from each sequence of a run of
+	// consecutive ids (Slot), and every ubatch is a graph compute of its
+	// own, weights read again. A verify where some sequences carry more
+	// rows than others then costs the sum of its ubatches (heavy target, 2
+	// threads: rows 2,1,2,1 cost 36 ms, 4 x 2 rows 22 ms, 4 x 1 row 13 ms).
+	// Without it a decode is one ubatch (llama.cpp's split_simple).
+	Streams bool
+	// UBatch is llama.cpp's n_ubatch, the most rows in one ubatch (0: no
+	// cap).
+	UBatch int
 }
 
 // KConfig defaults.
@@ -203,23 +215,34 @@ type BatchSeq struct {
 	Alpha float64 // Acceptance.Alpha
 	Limit int     // most draft tokens it can take this step (proposal length, context room); 0: none
 	Model bool    // its proposals cost draft-model steps
-	K     int     // out: the chosen k (0: plain decode)
+	// Fixed: draft rows it verifies whatever the choice (a request's own
+	// k, a Predicted Output); such a sequence has Limit 0.
+	Fixed int
+	Slot  int // its sequence id in the decode (KConfig.Streams)
+	K     int // out: the chosen k (0: plain decode)
 }
 
 // BatchChooser picks per-sequence k for a whole step. It keeps scratch so
 // choosing allocates nothing once it has seen the batch size.
 type BatchChooser struct {
-	order []int
+	order  []int // speculation candidates, by acceptance
+	k      []int // the k being priced, per sequence
+	bySlot []int // sequence indices in slot order (Streams)
+	slots  []int // scratch for UBatches
+	rows   []int
+	ub     []int
 }
 
 // Choose sets seqs[i].K to maximise the step's expected tokens per second:
-// Σ E(α_i, k_i) / (D·DraftCost(#model sequences drafting) + VerifyCost(base
-// + Σ(1+k_i))), where D is the draft depth (the largest k of a model
-// sequence) and base the step's other tokens (prefill chunks). It tries
-// each depth D in {0} ∪ [KMin, KMax] and, for each, letting the m
-// sequences with the highest acceptance speculate (k_i = min(D, Limit_i)),
-// every m; so it chooses k = 0 for the sequences, or the whole batch,
-// where speculating does not pay by more than cfg.MinGain. It returns the
+// Σ E(α_i, k_i) / (D·DraftCost(#model sequences drafting) + the target
+// decode's cost), where D is the draft depth (the largest k of a model
+// sequence) and the decode carries base other rows (prefill chunks) and,
+// per sequence, 1 + Fixed + k rows; with cfg.Streams it costs the sum of
+// its ubatches (UBatches), else VerifyCost of all its rows. It tries each
+// depth D in {0} ∪ [KMin, KMax] and, for each, letting the m sequences
+// with the highest acceptance speculate (k_i = min(D, Limit_i)), every m;
+// so it chooses k = 0 for the sequences, or the whole batch, where
+// speculating does not pay by more than cfg.MinGain. It returns the
 // expected tokens per second of the choice. With cfg.Fixed > 0 every
 // sequence gets min(Fixed, Limit).
 func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
@@ -231,6 +254,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 		}
 		return math.NaN()
 	}
+	b.prepare(c, seqs)
 	b.order = b.order[:0]
 	for i := range seqs {
 		seqs[i].K = 0
@@ -246,19 +270,20 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 		}
 	}
 	bestD, bestM := 0, 0
-	bestRate := float64(B) / cost.VerifyCost(base+B)
+	bestRate := float64(B) / b.verifyCost(c, seqs, base, cost)
 	floor := bestRate * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
-		tokens, verify, nModel := float64(B), base+B, 0
+		clear(b.k)
+		tokens, nModel := float64(B), 0
 		for m, i := range b.order {
 			s := &seqs[i]
 			k := min(D, s.Limit)
+			b.k[i] = k
 			tokens += ExpectedTokens(s.Alpha, k) - 1
-			verify += k
 			if s.Model {
 				nModel++
 			}
-			t := cost.VerifyCost(verify)
+			t := b.verifyCost(c, seqs, base, cost)
 			if nModel > 0 {
 				t += float64(D) * cost.DraftCost(nModel)
 			}
@@ -273,26 +298,119 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 	return bestRate
 }
 
-// DraftMayPay reports whether a draft model could pay in a step of b
-// sequences, m of them drafting with it, next to base rows already
-// committed (sequences with a fixed k or a prediction, as in Choose):
-// whether some depth D in [KMin, KMax] would beat plain decoding by
-// cfg.MinGain even if every draft token were accepted. When it cannot (a
-// draft as costly as the target, or a compute-bound verify at a large
-// batch), keeping the draft's KV in step with the target's is pure cost.
-// With cfg.Fixed > 0 it is true.
-func DraftMayPay(cfg KConfig, b, m, base int, cost Costs) bool {
+// prepare sizes the scratch for seqs, zeroes the priced k and, with
+// Streams, orders the sequences by slot.
+func (b *BatchChooser) prepare(c KConfig, seqs []BatchSeq) {
+	b.k = b.k[:0]
+	for range seqs {
+		b.k = append(b.k, 0)
+	}
+	if !c.Streams {
+		return
+	}
+	b.bySlot = b.bySlot[:0]
+	for i := range seqs {
+		b.bySlot = append(b.bySlot, i)
+	}
+	for i := 1; i < len(b.bySlot); i++ {
+		for j := i; j > 0 && seqs[b.bySlot[j]].Slot < seqs[b.bySlot[j-1]].Slot; j-- {
+			b.bySlot[j], b.bySlot[j-1] = b.bySlot[j-1], b.bySlot[j]
+		}
+	}
+}
+
+// verifyCost prices the target decode with b.k draft rows per sequence.
+func (b *BatchChooser) verifyCost(c KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
+	if !c.Streams {
+		n := base
+		for i := range seqs {
+			n += 1 + seqs[i].Fixed + b.k[i]
+		}
+		return cost.VerifyCost(n)
+	}
+	b.slots, b.rows = b.slots[:0], b.rows[:0]
+	for _, i := range b.bySlot {
+		b.slots = append(b.slots, seqs[i].Slot)
+		b.rows = append(b.rows, 1+seqs[i].Fixed+b.k[i])
+	}
+	t := 0.0
+	if base > 0 {
+		t = cost.VerifyCost(base)
+	}
+	b.ub = UBatches(b.slots, b.rows, c.UBatch, b.ub[:0])
+	for _, n := range b.ub {
+		t += cost.VerifyCost(n)
+	}
+	return t
+}
+
+// UBatches appends to dst the sizes of the ubatches llama.cpp makes of a
+// decode over per-sequence KV streams (split_equal with sequential ids, in
+// src/llama-batch.cpp): the sequences, ascending by slot (their sequence
+// id), add rows[i] rows each. A ubatch starts at the first sequence with
+// rows left, extends over the following sequences while their ids are
+// consecutive and they have rows left (at most nu sequences; nu <= 0: no
+// cap), and takes the same number of rows from each: the fewest any of
+// them has left, at most nu / sequences. It modifies rows.
+func UBatches(slots, rows []int, nu int, dst []int) []int {
+	for {
+		i := 0
+		for i < len(rows) && rows[i] <= 0 {
+			i++
+		}
+		if i == len(rows) {
+			return dst
+		}
+		j, t := i, rows[i]
+		for j+1 < len(rows) && rows[j+1] > 0 && slots[j+1] == slots[j]+1 && (nu <= 0 || j+1-i < nu) {
+			j++
+			t = min(t, rows[j])
+		}
+		n := j - i + 1
+		if nu > 0 {
+			t = min(t, max(nu/n, 1))
+		}
+		dst = append(dst, n*t)
+		for q := i; q <= j; q++ {
+			rows[q] -= t
+		}
+	}
+}
+
+// DraftMayPay reports whether a draft model could pay in this step: whether
+// some depth D in [KMin, KMax] would beat plain decoding by cfg.MinGain if
+// every sequence that may draft with the model (Model, Limit > 0) drafted
+// min(D, Limit) tokens and all of them were accepted, the decode priced as
+// Choose prices it. When it cannot (a draft as costly as the target, or a
+// compute-bound verify at a large batch), keeping the draft's KV in step
+// with the target's is pure cost. With cfg.Fixed > 0 it is true. It leaves
+// seqs' K as it was.
+func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, base int, cost Costs) bool {
 	c := cfg.WithDefaults()
 	if c.Fixed > 0 {
 		return true
 	}
-	if b <= 0 || m <= 0 {
+	m := 0
+	for i := range seqs {
+		if seqs[i].Model && seqs[i].Limit > 0 {
+			m++
+		}
+	}
+	if m == 0 {
 		return false
 	}
-	floor := float64(b) / cost.VerifyCost(base+b) * (1 + c.MinGain)
+	b.prepare(c, seqs)
+	B := float64(len(seqs))
+	floor := B / b.verifyCost(c, seqs, base, cost) * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
-		rows := b + m*D
-		if float64(rows)/(cost.VerifyCost(base+rows)+float64(D)*cost.DraftCost(m)) > floor {
+		tokens := B
+		for i := range seqs {
+			if seqs[i].Model && seqs[i].Limit > 0 {
+				b.k[i] = min(D, seqs[i].Limit)
+				tokens += float64(b.k[i])
+			}
+		}
+		if tokens/(b.verifyCost(c, seqs, base, cost)+float64(D)*cost.DraftCost(m)) > floor {
 			return true
 		}
 	}

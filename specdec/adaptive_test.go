@@ -3,6 +3,7 @@ package specdec
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -279,36 +280,55 @@ func TestKConfigValidate(t *testing.T) {
 
 func TestDraftMayPay(t *testing.T) {
 	cfg := KConfig{MinGain: 0.1}
+	batch := func(n int, model bool) []BatchSeq {
+		s := make([]BatchSeq, n)
+		for i := range s {
+			s[i] = BatchSeq{Alpha: 0.5, Limit: 8, Model: model, Slot: i}
+		}
+		return s
+	}
+	var ch BatchChooser
 	for _, c := range []struct {
 		name string
 		cost fakeCosts
-		b, m int
+		seqs []BatchSeq
 		want bool
 	}{
 		// Memory-bound verify, a draft step at 5 % of it: pays at 1 stream.
-		{"cheap draft", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, 1, 1, true},
+		{"cheap draft", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, batch(1, true), true},
 		// A draft step as dear as a verify: k+1 tokens cost at least k+1
 		// verifies' worth, whatever the acceptance.
-		{"draft as dear as the target", fakeCosts{10e-3, 0.05e-3, 10e-3}, 1, 1, false},
+		{"draft as dear as the target", fakeCosts{10e-3, 0.05e-3, 10e-3}, batch(1, true), false},
 		// Compute-bound verify (each row costs what a step costs alone):
 		// more rows never come cheaper.
-		{"compute-bound verify", fakeCosts{0, 1e-3, 0.1e-3}, 16, 16, false},
-		{"no sequence drafts with the model", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, 4, 0, false},
+		{"compute-bound verify", fakeCosts{0, 1e-3, 0.1e-3}, batch(16, true), false},
+		{"no sequence drafts with the model", fakeCosts{10e-3, 0.05e-3, 0.5e-3}, batch(4, false), false},
 	} {
-		if got := DraftMayPay(cfg, c.b, c.m, 0, c.cost); got != c.want {
-			t.Errorf("%s: DraftMayPay = %v, want %v", c.name, got, c.want)
+		for _, streams := range []bool{false, true} {
+			cfg.Streams = streams
+			if got := ch.DraftMayPay(cfg, c.seqs, 0, c.cost); got != c.want {
+				t.Errorf("%s (streams %v): DraftMayPay = %v, want %v", c.name, streams, got, c.want)
+			}
 		}
 	}
-	if !DraftMayPay(KConfig{Fixed: 4}, 1, 1, 0, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
+	cfg.Streams = false
+	if !ch.DraftMayPay(KConfig{Fixed: 4}, batch(1, true), 0, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
 		t.Error("fixed k: the draft must be kept in step")
 	}
 	// A verify that is flat up to 4 rows and steep beyond: one drafting
-	// sequence pays alone, but not next to 4 rows another sequence's fixed
-	// k or prediction already committed.
+	// sequence pays alone, but not next to 4 rows already committed
+	// (other rows, or a sequence whose own k or prediction commits them).
 	cliff := cliffCosts{flat: 4, step: 10e-3, extra: 100e-3, draft: 0.1e-3}
-	if !DraftMayPay(cfg, 1, 1, 0, cliff) || DraftMayPay(cfg, 1, 1, 4, cliff) {
-		t.Errorf("cliff: may pay alone %v (want true), next to 4 committed rows %v (want false)",
-			DraftMayPay(cfg, 1, 1, 0, cliff), DraftMayPay(cfg, 1, 1, 4, cliff))
+	one := batch(1, true)
+	forced := append(batch(1, true), BatchSeq{Fixed: 3, Slot: 1})
+	if !ch.DraftMayPay(cfg, one, 0, cliff) || ch.DraftMayPay(cfg, one, 4, cliff) || ch.DraftMayPay(cfg, forced, 0, cliff) {
+		t.Errorf("cliff: may pay alone %v (want true), next to 4 rows %v, next to a forced sequence %v (want false)",
+			ch.DraftMayPay(cfg, one, 0, cliff), ch.DraftMayPay(cfg, one, 4, cliff), ch.DraftMayPay(cfg, forced, 0, cliff))
+	}
+	for i, s := range forced {
+		if s.K != 0 {
+			t.Errorf("DraftMayPay set K of sequence %d to %d", i, s.K)
+		}
 	}
 }
 
@@ -321,3 +341,63 @@ type cliffCosts struct {
 
 func (c cliffCosts) VerifyCost(n int) float64 { return c.step + c.extra*float64(max(n-c.flat, 0)) }
 func (c cliffCosts) DraftCost(int) float64    { return c.draft }
+
+func TestUBatches(t *testing.T) {
+	for _, c := range []struct {
+		slots, rows []int
+		nu          int
+		want        []int
+	}{
+		{[]int{0, 1, 2, 3}, []int{1, 1, 1, 1}, 0, []int{4}},
+		{[]int{0, 1, 2, 3}, []int{2, 2, 2, 2}, 0, []int{8}},
+		// Unequal drafts: one ubatch of a row each, then each longer
+		// sequence alone (its neighbours have nothing left).
+		{[]int{0, 1, 2, 3}, []int{2, 1, 2, 1}, 0, []int{4, 1, 1}},
+		{[]int{0, 1, 2, 3}, []int{3, 3, 1, 1}, 0, []int{4, 4}},
+		// A gap in the ids breaks the run.
+		{[]int{0, 1, 3}, []int{1, 1, 1}, 0, []int{2, 1}},
+		// A prefill chunk beside two decodes.
+		{[]int{0, 1, 2}, []int{1, 1, 128}, 0, []int{3, 127}},
+		// n_ubatch caps rows (and sequences) per ubatch.
+		{[]int{0, 1, 2, 3}, []int{3, 3, 3, 3}, 8, []int{8, 4}},
+		{[]int{0}, []int{300}, 128, []int{128, 128, 44}},
+		{nil, nil, 0, nil},
+	} {
+		rows := slices.Clone(c.rows)
+		if got := UBatches(c.slots, rows, c.nu, nil); !slices.Equal(got, c.want) {
+			t.Errorf("UBatches(%v, %v, %d) = %v, want %v", c.slots, c.rows, c.nu, got, c.want)
+		}
+	}
+}
+
+// With per-sequence streams a verify in which only some sequences draft is
+// several ubatches, each a weight pass: on a memory-bound target the
+// chooser lets the whole batch draft instead of the two sure sequences it
+// picks when a decode is one ubatch, whatever order the slots are in.
+func TestBatchChooserStreams(t *testing.T) {
+	var b BatchChooser
+	memBound := fakeCosts{10e-3, 0.05e-3, 0.5e-3}
+	mk := func() []BatchSeq {
+		return []BatchSeq{
+			{Alpha: 0.9, Limit: 8, Model: true, Slot: 2},
+			{Alpha: 0.1, Limit: 8, Model: true, Slot: 0},
+			{Alpha: 0.9, Limit: 8, Model: true, Slot: 3},
+			{Alpha: 0.1, Limit: 8, Model: true, Slot: 1},
+		}
+	}
+	seqs := mk()
+	b.Choose(KConfig{}, seqs, 0, memBound)
+	if got := ks(seqs); got != [5]int{8, 0, 8, 0, 0} {
+		t.Errorf("one ubatch per decode: ks %v, want the two sure sequences at 8", got)
+	}
+	seqs = mk()
+	b.Choose(KConfig{Streams: true}, seqs, 0, memBound)
+	if got := ks(seqs); got[0] == 0 || got[0] != got[1] || got[1] != got[2] || got[2] != got[3] {
+		t.Errorf("streams: ks %v, want every sequence at one k", got)
+	}
+	var costs Costs = memBound
+	seqs = mk()
+	if n := testing.AllocsPerRun(10, func() { b.Choose(KConfig{Streams: true}, seqs, 0, costs) }); n != 0 {
+		t.Errorf("Choose with streams: %v allocs/op", n)
+	}
+}
