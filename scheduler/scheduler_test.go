@@ -467,3 +467,34 @@ func TestPredictionAlwaysVerified(t *testing.T) {
 		t.Errorf("%d drafts proposed, %d of them the prediction request's: the n-gram request speculated", st.DraftProposed, fin.Usage.DraftProposed)
 	}
 }
+
+// With KV streams only decodes that llama.cpp runs as one ubatch are cost
+// readings: two prompts of 12 and 30 tokens prefilled together (ubatches
+// of 24 and 18 rows), or one beside the other's decode (2 and 29), are
+// not readings of 42 or 31 rows; the steps where both decode one token
+// are. Unified KV is one ubatch, and every decode is a reading.
+func TestCostReadingsOneUBatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	reqs := []Request{
+		{Prompt: mkPrompt(rng, 12), MaxTokens: 20, IgnoreEOS: true},
+		{Prompt: mkPrompt(rng, 30), MaxTokens: 20, IgnoreEOS: true},
+	}
+	for _, split := range []bool{true, false} {
+		cfg := Config{CtxSize: 1024, MaxRunning: 2, SplitKV: split}
+		r := newRig(t, cfg, false)
+		runAll(t, r.s, reqs)
+		waitIdle(t, r.s)
+		// The loop is idle: its cost model is safe to read.
+		c := &r.s.costs
+		mixed := c.VerifyReadings(42) + c.VerifyReadings(31)
+		if c.VerifyReadings(2) == 0 {
+			t.Errorf("split %v: the two-decode steps were not read", split)
+		}
+		if split && mixed != 0 {
+			t.Errorf("split: %d readings of decodes llama.cpp splits into ubatches", mixed)
+		}
+		if !split && mixed == 0 {
+			t.Error("unified: the prefill step was not read")
+		}
+	}
+}

@@ -553,6 +553,10 @@ func (m *CostModel) ObserveDraft(rows int, d time.Duration) { m.draft.observe(ro
 // ObserveVerify records one target decode of tokens tokens.
 func (m *CostModel) ObserveVerify(tokens int, d time.Duration) { m.verify.observe(tokens, d) }
 
+// VerifyReadings is how many readings (at most the averaging window) the
+// bucket of a target decode of tokens tokens holds.
+func (m *CostModel) VerifyReadings(tokens int) int { return int(m.verify.n[costBucket(tokens)]) }
+
 // VerifyCost estimates the seconds of a target decode of tokens tokens.
 func (m *CostModel) VerifyCost(tokens int) float64 {
 	if !m.verify.any {
