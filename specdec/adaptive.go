@@ -242,7 +242,9 @@ type BatchChooser struct {
 // depth D in {0} ∪ [KMin, KMax] and, for each, letting the m sequences
 // with the highest acceptance speculate (k_i = min(D, Limit_i)), every m;
 // so it chooses k = 0 for the sequences, or the whole batch, where
-// speculating does not pay by more than cfg.MinGain. It returns the
+// speculating does not pay by more than cfg.MinGain (with cfg.Streams,
+// above m = 8 only about four values of m per octave, and m = all). It
+// returns the
 // expected tokens per second of the choice. With cfg.Fixed > 0 every
 // sequence gets min(Fixed, Limit).
 func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
@@ -275,6 +277,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
 		clear(b.k)
 		tokens, nModel := float64(B), 0
+		next := 1 // with Streams, the next m priced
 		for m, i := range b.order {
 			s := &seqs[i]
 			k := min(D, s.Limit)
@@ -283,6 +286,13 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 			if s.Model {
 				nModel++
 			}
+			if c.Streams && m+1 != next && m+1 != len(b.order) {
+				// Pricing per ubatch costs O(B) per candidate: beyond 8
+				// sequences, about four values of m per octave are
+				// priced (and all of them), not every one.
+				continue
+			}
+			next += max(1, next/4)
 			t := b.verifyCost(c, seqs, base, cost)
 			if nModel > 0 {
 				t += float64(D) * cost.DraftCost(nModel)
@@ -353,8 +363,8 @@ func (b *BatchChooser) verifyCost(c KConfig, seqs []BatchSeq, base int, cost Cos
 // cap), and takes the same number of rows from each: the fewest any of
 // them has left, at most nu / sequences. It modifies rows.
 func UBatches(slots, rows []int, nu int, dst []int) []int {
+	i := 0 // every sequence before i has no rows left
 	for {
-		i := 0
 		for i < len(rows) && rows[i] <= 0 {
 			i++
 		}

@@ -160,3 +160,27 @@ func BenchmarkBaselineSum(b *testing.B) {
 	}
 	_ = sink
 }
+
+// BenchmarkChoose is the batch-wide k choice of one step (planK's share of
+// the Go-side step time), at B sequences that all may draft with the model
+// and accept at spread rates, with decodes priced as one ubatch or per
+// ubatch (KV streams).
+func BenchmarkChoose(b *testing.B) {
+	cost := fakeCosts{10e-3, 0.05e-3, 0.5e-3}
+	for _, streams := range []bool{false, true} {
+		for _, n := range []int{4, 32, 128} {
+			b.Run(fmt.Sprintf("streams=%v/B=%d", streams, n), func(b *testing.B) {
+				seqs := make([]BatchSeq, n)
+				for i := range seqs {
+					seqs[i] = BatchSeq{Alpha: float64(i%10) / 10, Limit: 8, Model: true, Slot: i}
+				}
+				var ch BatchChooser
+				var costs Costs = cost
+				cfg := KConfig{Streams: streams, UBatch: 512}
+				for b.Loop() {
+					ch.Choose(cfg, seqs, 0, costs)
+				}
+			})
+		}
+	}
+}
