@@ -40,12 +40,15 @@ type Scheduler struct {
 	admitSeq uint64
 	costs    specdec.CostModel
 	// draftIdle: this step the draft model cannot pay even at full
-	// acceptance, so sequences' draft KV trails without bound (planK).
-	draftIdle bool
-	draftRows uint64 // draft tokens decoded since the last stats update
-	chooser   specdec.BatchChooser
-	ws        *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
-	bseqs     []specdec.BatchSeq
+	// acceptance, or adaptive k has not let any sequence draft with it
+	// for draftIdleSteps steps, so sequences' draft KV trails without
+	// bound (planK).
+	draftIdle     bool
+	draftUnchosen int    // steps in a row in which no sequence drafted with the model
+	draftRows     uint64 // draft tokens decoded since the last stats update
+	chooser       specdec.BatchChooser
+	ws            *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
+	bseqs         []specdec.BatchSeq
 	// Scratch: the target decode's rows per sequence in slot order, and
 	// its ubatches (decodeTarget).
 	ubSlots, ubRows, ubBuf []int

@@ -498,3 +498,33 @@ func TestCostReadingsOneUBatch(t *testing.T) {
 		}
 	}
 }
+
+// breakEvenCosts: a draft that would pay at full acceptance but not at the
+// acceptance a sequence starts with (0.5) under a margin of 0.3: 10 ms a
+// verify plus 4 ms a row, 1 ms a draft step.
+type breakEvenCosts struct{}
+
+func (breakEvenCosts) VerifyCost(n int) float64 { return 10e-3 + 4e-3*float64(n) }
+func (breakEvenCosts) DraftCost(int) float64    { return 1e-3 }
+
+// A draft that adaptive k never lets draft idles after draftIdleSteps
+// steps even though it could pay at full acceptance: its KV is not kept in
+// step with the generated tokens (it was, in chunks of draftLag, for the
+// whole run), and the output is unchanged.
+func TestUnchosenDraftIdles(t *testing.T) {
+	cfg := Config{CtxSize: 2048, MaxRunning: 2, KMax: 4, Proposer: "draft", SpecMinGain: 0.3}
+	rng := rand.New(rand.NewPCG(6, 1))
+	reqs := []Request{{Prompt: mkPrompt(rng, 12), MaxTokens: 240, IgnoreEOS: true}}
+	want := runAlone(t, cfg, reqs)
+	r := newRigWith(t, cfg, true, func(s *Scheduler) { s.costSeam = breakEvenCosts{} })
+	if !slices.Equal(runAll(t, r.s, reqs)[0], want[0]) {
+		t.Fatal("output differs from the request alone")
+	}
+	st := waitIdle(t, r.s)
+	if st.DraftProposed != 0 {
+		t.Fatalf("adaptive k proposed %d draft tokens; the test needs it never to", st.DraftProposed)
+	}
+	if max := uint64(len(reqs[0].Prompt) + draftLag); st.DraftDecoded > max {
+		t.Errorf("the draft decoded %d tokens for a %d-token prompt (at most %d: the prompt and one catch-up chunk)", st.DraftDecoded, len(reqs[0].Prompt), max)
+	}
+}

@@ -370,7 +370,18 @@ func (s *Scheduler) planK() {
 	}
 	s.chooser.Choose(s.kcfg, s.bseqs, 0, costs)
 	if s.draft != nil {
-		s.draftIdle = !s.chooser.DraftMayPay(s.kcfg, s.bseqs, 0, costs)
+		candidates, chosen := false, false
+		for _, b := range s.bseqs {
+			candidates = candidates || b.Model && b.Limit > 0
+			chosen = chosen || b.Model && b.K > 0
+		}
+		switch {
+		case chosen:
+			s.draftUnchosen = 0
+		case candidates:
+			s.draftUnchosen++
+		}
+		s.draftIdle = s.draftUnchosen >= draftIdleSteps || !s.chooser.DraftMayPay(s.kcfg, s.bseqs, 0, costs)
 	}
 	for i, q := range s.running {
 		if q.forcedK() {
@@ -382,6 +393,16 @@ func (s *Scheduler) planK() {
 		}
 	}
 }
+
+// draftIdleSteps: after this many steps in a row in which adaptive k let
+// no sequence draft with the model, the draft idles as it does when it
+// cannot pay at all (its KV trails without bound) until a step chooses it
+// again. DraftMayPay asks about full acceptance, and with a draft about as
+// costly as the target that is break-even, so noise in the cost readings
+// (under load, a draft sharing the target's weights read 40 % cheaper per
+// row) could keep the draft in step for a whole run in which it never
+// drafted (TestRealAdaptiveK, 1 run in 6 under load).
+const draftIdleSteps = 16
 
 // forcedK: the request fixed k, or carries a prediction; the chooser does
 // not decide its k.
