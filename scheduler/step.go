@@ -620,7 +620,9 @@ func (s *Scheduler) decodeTarget(items []item) time.Duration {
 	for i := range items {
 		n := s.addTarget(&items[i])
 		rows += n
-		s.ubSlots, s.ubRows = append(s.ubSlots, int(items[i].q.slot)), append(s.ubRows, n)
+		if s.cfg.SplitKV {
+			s.ubSlots, s.ubRows = append(s.ubSlots, int(items[i].q.slot)), append(s.ubRows, n)
+		}
 	}
 	t0 := time.Now()
 	err := s.target.Decode()
@@ -629,8 +631,9 @@ func (s *Scheduler) decodeTarget(items []item) time.Duration {
 		// The cost curve is of one ubatch: with per-sequence streams a
 		// decode llama.cpp splits into several (rows of unequal counts, a
 		// prefill chunk beside decodes) is not a reading of its rows.
-		s.ubBuf = specdec.UBatches(s.ubSlots, s.ubRows, s.cfg.MaxBatchTokens, s.ubBuf[:0])
-		if !s.cfg.SplitKV || len(s.ubBuf) == 1 {
+		if !s.cfg.SplitKV {
+			s.costs.ObserveVerify(rows, dt)
+		} else if s.ubBuf = specdec.UBatches(s.ubSlots, s.ubRows, s.cfg.MaxBatchTokens, s.ubBuf[:0]); len(s.ubBuf) == 1 {
 			s.costs.ObserveVerify(rows, dt)
 		}
 		return dt
