@@ -96,6 +96,12 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 	if e.tctx, e.tbatch, err = mk(target, min(cfg.MaxBatchTokens, cfg.MaxRunning*(cfg.KMax+1))); err != nil {
 		return nil, fmt.Errorf("target context: %w", err)
 	}
+	if cfg.SplitKV {
+		// llama.cpp rounds each stream up to a multiple of 256 cells
+		// (n_ctx_seq): a sequence may use them all, as a llama-server slot
+		// does, and the draft's context gets the same streams.
+		cfg.CtxSize = e.tctx.NCtx()
+	}
 	var dm Model
 	if draft != nil {
 		if e.dctx, e.dbatch, err = mk(draft, cfg.MaxRunning); err != nil {

@@ -278,3 +278,25 @@ func TestRealCancellationsLeaveNoKV(t *testing.T) {
 		}
 	}
 }
+
+// With KV streams llama.cpp rounds each stream up to a multiple of 256
+// cells, and a sequence may use the whole stream, as a llama-server slot
+// does: ctx 768 over 2 sequences gives streams of 512, and a 420-token
+// prompt (over 768/2) completes with the draft model speculating.
+func TestRealStreamHoldsRoundedCells(t *testing.T) {
+	_, st, _ := realModels(t)
+	e, stop := startEngine(t, Config{CtxSize: 768, MaxRunning: 2, SplitKV: true, Proposer: "draft"}, st, st)
+	defer stop()
+	if got := e.Config().MaxSeqLen; got != 512 {
+		t.Fatalf("MaxSeqLen %d with streams of %d cells, want 512", got, e.TargetContext().NCtxSeq())
+	}
+	prompt := make([]int32, 420)
+	for i := range prompt {
+		prompt[i] = int32(1 + (i*7)%300)
+	}
+	out := runAll(t, e.Scheduler, []Request{{Prompt: prompt, MaxTokens: 80, IgnoreEOS: true}})
+	if len(out[0]) != 80 {
+		t.Fatalf("%d tokens, want 80", len(out[0]))
+	}
+	waitIdle(t, e.Scheduler)
+}

@@ -481,8 +481,23 @@ func TestCostReadingsOneUBatch(t *testing.T) {
 	}
 	for _, split := range []bool{true, false} {
 		cfg := Config{CtxSize: 1024, MaxRunning: 2, SplitKV: split}
-		r := newRig(t, cfg, false)
-		runAll(t, r.s, reqs)
+		// Both requests wait before the loop starts, so that they run
+		// side by side however slowly the test goroutines are scheduled.
+		var evs []<-chan Event
+		r := newRigWith(t, cfg, false, func(s *Scheduler) {
+			for _, q := range reqs {
+				ev, err := s.Submit(context.Background(), q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				evs = append(evs, ev)
+			}
+		})
+		for _, ev := range evs {
+			if _, _, fin := collect(ev); fin.Err != nil {
+				t.Fatal(fin.Err)
+			}
+		}
 		waitIdle(t, r.s)
 		// The loop is idle: its cost model is safe to read.
 		c := &r.s.costs
