@@ -244,9 +244,8 @@ type BatchChooser struct {
 // so it chooses k = 0 for the sequences, or the whole batch, where
 // speculating does not pay by more than cfg.MinGain (with cfg.Streams,
 // above m = 8 only about four values of m per octave, and m = all). It
-// returns the
-// expected tokens per second of the choice. With cfg.Fixed > 0 every
-// sequence gets min(Fixed, Limit).
+// returns the expected tokens per second of the choice. With cfg.Fixed > 0
+// every sequence gets min(Fixed, Limit).
 func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
 	c := cfg.WithDefaults()
 	B := len(seqs)
