@@ -368,7 +368,7 @@ func (s *Scheduler) planK() {
 	if s.costSeam != nil {
 		costs = s.costSeam
 	}
-	s.chooser.Choose(s.kcfg, s.bseqs, 0, costs)
+	s.chooser.Choose(s.kcfg, s.bseqs, costs)
 	if s.draft != nil {
 		candidates, chosen := false, false
 		for _, b := range s.bseqs {
@@ -381,7 +381,7 @@ func (s *Scheduler) planK() {
 		case candidates:
 			s.draftUnchosen++
 		}
-		s.draftIdle = s.draftUnchosen >= draftIdleSteps || !s.chooser.DraftMayPay(s.kcfg, s.bseqs, 0, costs)
+		s.draftIdle = s.draftUnchosen >= draftIdleSteps || !s.chooser.DraftMayPay(s.kcfg, s.bseqs, costs)
 	}
 	for i, q := range s.running {
 		if q.forcedK() {

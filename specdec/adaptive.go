@@ -236,8 +236,7 @@ type BatchChooser struct {
 // Choose sets seqs[i].K to maximise the step's expected tokens per second:
 // Σ E(α_i, k_i) / (D·DraftCost(#model sequences drafting) + the target
 // decode's cost), where D is the draft depth (the largest k of a model
-// sequence) and the decode carries base other rows (prefill chunks) and,
-// per sequence, 1 + Fixed + k rows; with cfg.Streams it costs the sum of
+// sequence) and the decode carries, per sequence, 1 + Fixed + k rows; with cfg.Streams it costs the sum of
 // its ubatches (UBatches), else VerifyCost of all its rows. It tries each
 // depth D in {0} ∪ [KMin, KMax] and, for each, letting the m sequences
 // with the highest acceptance speculate (k_i = min(D, Limit_i)), every m;
@@ -246,7 +245,7 @@ type BatchChooser struct {
 // above m = 8 only about four values of m per octave, and m = all). It
 // returns the expected tokens per second of the choice. With cfg.Fixed > 0
 // every sequence gets min(Fixed, Limit).
-func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
+func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, cost Costs) float64 {
 	c := cfg.WithDefaults()
 	B := len(seqs)
 	if c.Fixed > 0 {
@@ -271,7 +270,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 		}
 	}
 	bestD, bestM := 0, 0
-	bestRate := float64(B) / b.verifyCost(c, seqs, base, cost)
+	bestRate := float64(B) / b.verifyCost(c, seqs, cost)
 	floor := bestRate * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
 		clear(b.k)
@@ -292,7 +291,7 @@ func (b *BatchChooser) Choose(cfg KConfig, seqs []BatchSeq, base int, cost Costs
 				continue
 			}
 			next += max(1, next/4)
-			t := b.verifyCost(c, seqs, base, cost)
+			t := b.verifyCost(c, seqs, cost)
 			if nModel > 0 {
 				t += float64(D) * cost.DraftCost(nModel)
 			}
@@ -329,9 +328,9 @@ func (b *BatchChooser) prepare(c KConfig, seqs []BatchSeq) {
 }
 
 // verifyCost prices the target decode with b.k draft rows per sequence.
-func (b *BatchChooser) verifyCost(c KConfig, seqs []BatchSeq, base int, cost Costs) float64 {
+func (b *BatchChooser) verifyCost(c KConfig, seqs []BatchSeq, cost Costs) float64 {
 	if !c.Streams {
-		n := base
+		n := 0
 		for i := range seqs {
 			n += 1 + seqs[i].Fixed + b.k[i]
 		}
@@ -343,9 +342,6 @@ func (b *BatchChooser) verifyCost(c KConfig, seqs []BatchSeq, base int, cost Cos
 		b.rows = append(b.rows, 1+seqs[i].Fixed+b.k[i])
 	}
 	t := 0.0
-	if base > 0 {
-		t = cost.VerifyCost(base)
-	}
 	b.ub = UBatches(b.slots, b.rows, c.UBatch, b.ub[:0])
 	for _, n := range b.ub {
 		t += cost.VerifyCost(n)
@@ -394,7 +390,7 @@ func UBatches(slots, rows []int, nu int, dst []int) []int {
 // compute-bound verify at a large batch), keeping the draft's KV in step
 // with the target's is pure cost. With cfg.Fixed > 0 it is true. It leaves
 // seqs' K as it was.
-func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, base int, cost Costs) bool {
+func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, cost Costs) bool {
 	c := cfg.WithDefaults()
 	if c.Fixed > 0 {
 		return true
@@ -410,7 +406,7 @@ func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, base int, cost 
 	}
 	b.prepare(c, seqs)
 	B := float64(len(seqs))
-	floor := B / b.verifyCost(c, seqs, base, cost) * (1 + c.MinGain)
+	floor := B / b.verifyCost(c, seqs, cost) * (1 + c.MinGain)
 	for D := max(c.KMin, 1); D <= c.KMax; D++ {
 		tokens := B
 		for i := range seqs {
@@ -419,7 +415,7 @@ func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, base int, cost 
 				tokens += float64(b.k[i])
 			}
 		}
-		if tokens/(b.verifyCost(c, seqs, base, cost)+float64(D)*cost.DraftCost(m)) > floor {
+		if tokens/(b.verifyCost(c, seqs, cost)+float64(D)*cost.DraftCost(m)) > floor {
 			return true
 		}
 	}

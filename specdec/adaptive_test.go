@@ -184,7 +184,7 @@ func TestBatchChooser(t *testing.T) {
 		{Alpha: 0.02, Limit: 8, Model: false},
 		{Alpha: 0.9, Limit: 0}, // no proposal this step
 	}
-	rate := b.Choose(cfg, seqs, 0, memBound)
+	rate := b.Choose(cfg, seqs, memBound)
 	if seqs[0].K < 4 || seqs[2].K != 2 || seqs[1].K != 0 || seqs[3].K != 0 || seqs[4].K != 0 {
 		t.Errorf("mixed batch: ks %v", ks(seqs))
 	}
@@ -192,19 +192,19 @@ func TestBatchChooser(t *testing.T) {
 		t.Errorf("chosen rate %v not above plain decode %v", rate, plain)
 	}
 	// Compute-bound target: nobody speculates.
-	b.Choose(cfg, seqs, 0, fakeCosts{1e-3, 5e-3, 0})
+	b.Choose(cfg, seqs, fakeCosts{1e-3, 5e-3, 0})
 	for _, s := range seqs {
 		if s.K != 0 {
 			t.Fatalf("compute-bound: ks %v, want all 0", ks(seqs))
 		}
 	}
 	// Fixed: everyone gets min(Fixed, Limit).
-	b.Choose(KConfig{Fixed: 3}, seqs, 0, memBound)
+	b.Choose(KConfig{Fixed: 3}, seqs, memBound)
 	if got := ks(seqs); got != [5]int{3, 3, 2, 3, 0} {
 		t.Errorf("fixed: ks %v", got)
 	}
 	var costs Costs = memBound // the interface conversion would be the test's allocation
-	if n := testing.AllocsPerRun(10, func() { b.Choose(cfg, seqs, 16, costs) }); n != 0 {
+	if n := testing.AllocsPerRun(10, func() { b.Choose(cfg, seqs, costs) }); n != 0 {
 		t.Errorf("Choose: %v allocs/op", n)
 	}
 }
@@ -234,14 +234,14 @@ func TestBatchChooserMinGain(t *testing.T) {
 	}
 	plain := 4 / costs.VerifyCost(4)
 	seqs := batch(0.53)
-	if rate := b.Choose(KConfig{KMax: 1}, seqs, 0, costs); !spec(seqs) || rate < 1.03*plain || rate > 1.1*plain {
+	if rate := b.Choose(KConfig{KMax: 1}, seqs, costs); !spec(seqs) || rate < 1.03*plain || rate > 1.1*plain {
 		t.Fatalf("no margin: ks %v, rate %.1f vs plain %.1f: want speculation at a 3-10 %% gain", ks(seqs), rate, plain)
 	}
-	if rate := b.Choose(KConfig{KMax: 1, MinGain: 0.1}, seqs, 0, costs); spec(seqs) || rate != plain {
+	if rate := b.Choose(KConfig{KMax: 1, MinGain: 0.1}, seqs, costs); spec(seqs) || rate != plain {
 		t.Errorf("margin 0.1: ks %v, rate %.1f vs plain %.1f: want no speculation", ks(seqs), rate, plain)
 	}
 	seqs = batch(0.99)
-	if b.Choose(KConfig{MinGain: 0.1}, seqs, 0, fakeCosts{10e-3, 0.05e-3, 0.5e-3}); !spec(seqs) {
+	if b.Choose(KConfig{MinGain: 0.1}, seqs, fakeCosts{10e-3, 0.05e-3, 0.5e-3}); !spec(seqs) {
 		t.Errorf("margin 0.1, memory-bound, alpha 0.99: ks %v, want speculation", ks(seqs))
 	}
 	if k := ChooseK(KConfig{KMax: 1, MinGain: 0.1}, 0.53, func(int) float64 { return 0 },
@@ -306,24 +306,24 @@ func TestDraftMayPay(t *testing.T) {
 	} {
 		for _, streams := range []bool{false, true} {
 			cfg.Streams = streams
-			if got := ch.DraftMayPay(cfg, c.seqs, 0, c.cost); got != c.want {
+			if got := ch.DraftMayPay(cfg, c.seqs, c.cost); got != c.want {
 				t.Errorf("%s (streams %v): DraftMayPay = %v, want %v", c.name, streams, got, c.want)
 			}
 		}
 	}
 	cfg.Streams = false
-	if !ch.DraftMayPay(KConfig{Fixed: 4}, batch(1, true), 0, fakeCosts{10e-3, 0.05e-3, 10e-3}) {
+	if !ch.DraftMayPay(KConfig{Fixed: 4}, batch(1, true), fakeCosts{10e-3, 0.05e-3, 10e-3}) {
 		t.Error("fixed k: the draft must be kept in step")
 	}
 	// A verify that is flat up to 4 rows and steep beyond: one drafting
-	// sequence pays alone, but not next to 4 rows already committed
-	// (other rows, or a sequence whose own k or prediction commits them).
+	// sequence pays alone, but not next to a sequence whose own k or
+	// prediction commits 4 rows.
 	cliff := cliffCosts{flat: 4, step: 10e-3, extra: 100e-3, draft: 0.1e-3}
 	one := batch(1, true)
 	forced := append(batch(1, true), BatchSeq{Fixed: 3, Slot: 1})
-	if !ch.DraftMayPay(cfg, one, 0, cliff) || ch.DraftMayPay(cfg, one, 4, cliff) || ch.DraftMayPay(cfg, forced, 0, cliff) {
-		t.Errorf("cliff: may pay alone %v (want true), next to 4 rows %v, next to a forced sequence %v (want false)",
-			ch.DraftMayPay(cfg, one, 0, cliff), ch.DraftMayPay(cfg, one, 4, cliff), ch.DraftMayPay(cfg, forced, 0, cliff))
+	if !ch.DraftMayPay(cfg, one, cliff) || ch.DraftMayPay(cfg, forced, cliff) {
+		t.Errorf("cliff: may pay alone %v (want true), next to a forced sequence %v (want false)",
+			ch.DraftMayPay(cfg, one, cliff), ch.DraftMayPay(cfg, forced, cliff))
 	}
 	for i, s := range forced {
 		if s.K != 0 {
@@ -386,18 +386,18 @@ func TestBatchChooserStreams(t *testing.T) {
 		}
 	}
 	seqs := mk()
-	b.Choose(KConfig{}, seqs, 0, memBound)
+	b.Choose(KConfig{}, seqs, memBound)
 	if got := ks(seqs); got != [5]int{8, 0, 8, 0, 0} {
 		t.Errorf("one ubatch per decode: ks %v, want the two sure sequences at 8", got)
 	}
 	seqs = mk()
-	b.Choose(KConfig{Streams: true}, seqs, 0, memBound)
+	b.Choose(KConfig{Streams: true}, seqs, memBound)
 	if got := ks(seqs); got[0] == 0 || got[0] != got[1] || got[1] != got[2] || got[2] != got[3] {
 		t.Errorf("streams: ks %v, want every sequence at one k", got)
 	}
 	var costs Costs = memBound
 	seqs = mk()
-	if n := testing.AllocsPerRun(10, func() { b.Choose(KConfig{Streams: true}, seqs, 0, costs) }); n != 0 {
+	if n := testing.AllocsPerRun(10, func() { b.Choose(KConfig{Streams: true}, seqs, costs) }); n != 0 {
 		t.Errorf("Choose with streams: %v allocs/op", n)
 	}
 }

@@ -178,7 +178,7 @@ func BenchmarkChoose(b *testing.B) {
 				var costs Costs = cost
 				cfg := KConfig{Streams: streams, UBatch: 512}
 				for b.Loop() {
-					ch.Choose(cfg, seqs, 0, costs)
+					ch.Choose(cfg, seqs, costs)
 				}
 			})
 		}
