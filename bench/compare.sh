@@ -8,6 +8,7 @@
 #
 # usage: bench/compare.sh [--scenario LIST|all] [--runs N] [--quick]
 #                         [--sides specd,llama] [--threads T] [--out DIR]
+#                         [--concs LIST]
 #                         [--same-backend] [--doc | --no-doc]
 #        bench/compare.sh --report DIR [same flags]   (redo the tables from DIR's raw results)
 #
@@ -25,6 +26,8 @@
 # --quick: one run (unless --runs), concurrency 1 and 4 only (scenario 1
 #          keeps all: it is cheap), 32 output tokens, k 0..4; writes no doc
 #          unless --doc (its figures are for checking the pipeline).
+# --concs LIST: these concurrency points only (like 4,16), for any scenario
+#          that takes several.
 # --sides llama (or specd): run one server only (no ratios).
 # --same-backend: specd loads llama-server's own shared libraries
 #          (SPECD_LIB_DIR=$LLAMA_BIN) instead of the npm build, so both
@@ -55,6 +58,7 @@ DOC=auto
 OUT=""
 REPORT_ONLY=0
 SAME_BACKEND=0
+CONCS=""
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
@@ -66,6 +70,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --sides) SIDES="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
+    --concs) CONCS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --report) OUT="$2"; REPORT_ONLY=1; shift 2 ;;
     --same-backend) SAME_BACKEND=1; shift ;;
@@ -198,7 +203,11 @@ bench() {
 # ------------------------------------------------------------------ scenarios
 if [ "$QUICK" = 1 ]; then OUTTOK=32; else OUTTOK=128; fi
 reqs() { local c="$1"; if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c*4 > 16 ? c*4 : 16 )); fi; }
-quick_concs() { if [ "$QUICK" = 1 ]; then echo "1 4"; else echo "$1"; fi; }
+quick_concs() {
+  if [ -n "$CONCS" ]; then echo "${CONCS//,/ }"
+  elif [ "$QUICK" = 1 ]; then echo "1 4"
+  else echo "$1"; fi
+}
 
 # Tokens per word, measured once (the two models share one tokenizer) and
 # given to every run, so both servers get byte-identical prompts.
@@ -243,7 +252,7 @@ scenario1() {
   local np=32 ctx=$((32 * 384))
   specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
   llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
-  pair 1 "1 4 16 32" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+  pair 1 "$(if [ -n "$CONCS" ]; then quick_concs; else echo "1 4 16 32"; fi)" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario2() {
   local np=16 ctx=$((16 * 384))
@@ -369,6 +378,30 @@ fmt() { awk -v m="$1" -v lo="$2" -v hi="$3" -v d="$4" 'BEGIN {
   if (m == "NA") { print "–"; exit }
   f = "%." d "f"; printf(f " (" f "–" f ")\n", m, lo, hi) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "–"; else printf "%.2f\n", a/b }'; }
+# paired GLOB FROM TO JQ: each run file of GLOB and its partner (the name
+# with FROM replaced by TO; the two measured back to back in one run) give a
+# ratio of their JQ values; prints the geometric mean of the ratios with a
+# 90 % t-interval, "gm [lo, hi]" (one run: the ratio alone). Drift between
+# runs cancels in each ratio, so this sees smaller differences than the
+# ratio of medians; an interval that holds 1 does not tell the two apart.
+paired() {
+  local a b f g
+  for f in $1; do
+    [ -f "$f" ] || continue
+    g="${f/$2/$3}"
+    [ -f "$g" ] || continue
+    a="$(jq -r "$4" "$f")"; b="$(jq -r "$4" "$g")"
+    echo "$a $b"
+  done | awk 'BEGIN { split("6.314 2.920 2.353 2.132 2.015 1.943 1.895 1.860 1.833 1.812 1.796 1.782 1.771 1.761 1.753 1.746 1.740 1.734 1.729", t, " ") }
+    $1 > 0 && $2 > 0 { n++; l[n] = log($1 / $2); s += l[n] }
+    END {
+      if (n == 0) { print "–"; exit }
+      m = s / n
+      if (n == 1) { printf "%.2f\n", exp(m); exit }
+      for (i = 1; i <= n; i++) v += (l[i] - m) ^ 2
+      se = sqrt(v / (n - 1) / n); q = (n - 1 <= 19) ? t[n - 1] : 1.645
+      printf "%.2f [%.2f, %.2f]\n", exp(m), exp(m - q * se), exp(m + q * se) }'
+}
 sanitize() { sed -e "s#$LLAMA_BIN/##g" -e "s#$root/##g" -e "s#$(dirname "$root")/shared#../shared#g" -e "s#$cache#.cache#g"; }
 
 metrics=(
@@ -438,6 +471,8 @@ section="$OUT/section.md"
         [ "$name" = "cached prompt tok" ] && [[ "$sm" =~ ^(NA|0)$ ]] && [[ "$lm" =~ ^(NA|0)$ ]] && continue
         echo "| $c | $name | $(fmt "$sm" "$slo" "$shi" "$digits") | $(fmt "$lm" "$llo" "$lhi" "$digits") | $(ratio "$sm" "$lm") |"
       done
+      has "$SIDES" specd && has "$SIDES" llama &&
+        echo "| $c | output tok/s, per-run ratio (90 % CI) | | | $(paired "$OUT/s$s/c$c.specd.r*.json" .specd. .llama. '.points[0].summary.output_throughput') |"
       [ -n "$fails" ] && echo "| $c | **errors** |${fails} | | |"
     done
   done
@@ -507,8 +542,10 @@ section="$OUT/section.md"
     [ -n "$first" ] && echo "- client (one point): \`$(sanitize <"$first")\`; \"specd none\" adds \`--proposer none\` (same server)"
     echo "- output tok/s, median (min–max); llama-server's speculative figures at these points: scenario 2"
     echo
-    echo "| c | specd adaptive k | specd none | llama-server none | adaptive / none | adaptive / llama none | acceptance | tokens/pass |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "- adaptive / none: ratio of the medians, then the geometric mean of the per-run ratios with its 90 % interval (each run measures the two back to back)"
+    echo
+    echo "| c | specd adaptive k | specd none | llama-server none | adaptive / none | per run (90 % CI) | adaptive / llama none | acceptance | tokens/pass |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for c in $(ls "$OUT/s6" 2>/dev/null | sed -n 's/^c\([0-9]*\)\..*\.json$/\1/p' | sort -nu); do
       p='.points[0].summary.output_throughput'
       read -r am alo ahi < <(collect "$OUT/s6/c$c.specd.r*.json" "$p" | stats)
@@ -516,7 +553,7 @@ section="$OUT/section.md"
       read -r lm llo lhi < <(collect "$OUT/s6/c$c.llama.r*.json" "$p" | stats)
       read -r xm xlo xhi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .acceptance_rate else 0 end' | stats)
       read -r tm tlo thi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .mean_accepted_length else 1 end' | stats)
-      echo "| $c | $(fmt "$am" "$alo" "$ahi" 1) | $(fmt "$nm" "$nlo" "$nhi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$am" "$nm") | $(ratio "$am" "$lm") | $(fmt "$xm" "$xlo" "$xhi" 3) | $(fmt "$tm" "$tlo" "$thi" 2) |"
+      echo "| $c | $(fmt "$am" "$alo" "$ahi" 1) | $(fmt "$nm" "$nlo" "$nhi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$am" "$nm") | $(paired "$OUT/s6/c$c.specd.r*.json" .specd. .none. "$p") | $(ratio "$am" "$lm") | $(fmt "$xm" "$xlo" "$xhi" 3) | $(fmt "$tm" "$tlo" "$thi" 2) |"
     done
   fi
 } >"$section"
