@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,7 +49,7 @@ type benchFlags struct {
 	proposer                 string
 	draftCost, tokensPerWord float64
 	seed                     int64
-	warmup, salt             int
+	warmup, salt, rounds     int
 	jsonOut, noProgress      bool
 	ignoreEOS                bool
 	plot, title              string
@@ -77,6 +78,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Float64Var(&f.draftCost, "draft-cost", 0, "c in the Leviathan curve E/(k·c+1): time of one draft pass over one target pass")
 	fs.Float64Var(&f.tokensPerWord, "tokens-per-word", 0, "skip calibration and assume this many tokens per word")
 	fs.Int64Var(&f.seed, "seed", 1, "seed for prompts and Poisson arrivals")
+	fs.IntVar(&f.rounds, "rounds", 1, "measure every point this many times, one round after another (odd rounds in reverse order), and report each point's ratio to the first (k sweep: to k=0) paired per round, with a 90% interval")
 	fs.IntVar(&f.warmup, "warmup", 0, "requests sent one by one before each point, not measured")
 	fs.IntVar(&f.salt, "salt", 0, "put N random words before every prompt (a new draw per point), so repeated prompts share no cacheable prefix")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "per-request timeout")
@@ -120,6 +122,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.plot != "" && len(ks) < 2 && len(concs) < 2 {
 		return usageError{"--plot needs several --concurrency values or a --sweep-k range"}
+	}
+	if f.rounds < 1 {
+		return usageError{"--rounds must be >= 1"}
 	}
 	if f.sharedPrefix > 0 && f.dataset != "" {
 		return usageError{"--shared-prefix applies to synthetic prompts, not --dataset"}
@@ -227,39 +232,70 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			jobs = append(jobs, job{c, nil})
 		}
 	}
+	ref := 0 // the point the others are compared with in each round
+	if i := slices.Index(ks, 0); i >= 0 {
+		ref = i
+	}
 	tty := !f.noProgress && isTerminal(stderr)
 	var runErr error
-	for i, j := range jobs {
-		prompts := prompts0
-		if i > 0 {
-			prompts = makePrompts(i)
-		}
-		prompts = loadgen.Salt(prompts, f.salt, f.seed+int64(i))
-		cfg := base
-		cfg.Concurrency = j.conc
-		if j.k != nil {
-			cfg.Speculative = loadgen.SpecForK(*j.k)
-		}
-		pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k}
-		var bar *progressbar.ProgressBar
-		if tty {
-			bar = newBar(cfg, pt.Label(), stderr)
-			cfg.OnDone = func(loadgen.Sample) { bar.Add(1) }
-		}
-		res, err := loadgen.Run(ctx, cfg, prompts)
-		if bar != nil {
-			bar.Finish()
-			fmt.Fprintln(stderr)
-		}
-		pt.Summary = res.Summary
-		report.Points = append(report.Points, pt)
-		if err != nil {
-			runErr = err
-			break
+	// Round r measures every job once; odd rounds go backwards, so no job
+	// always follows the same one. Every run draws its own prompts.
+	all := make([]loadgen.Point, f.rounds*len(jobs))
+run:
+	for r := range f.rounds {
+		for n := range jobs {
+			i := n
+			if r%2 == 1 {
+				i = len(jobs) - 1 - n
+			}
+			j, run := jobs[i], r*len(jobs)+i
+			prompts := prompts0
+			if run > 0 {
+				prompts = makePrompts(run)
+			}
+			prompts = loadgen.Salt(prompts, f.salt, f.seed+int64(run))
+			cfg := base
+			cfg.Concurrency = j.conc
+			if j.k != nil {
+				cfg.Speculative = loadgen.SpecForK(*j.k)
+			}
+			pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k}
+			if f.rounds > 1 {
+				pt.Round = r + 1
+			}
+			var bar *progressbar.ProgressBar
+			if tty {
+				bar = newBar(cfg, pt.Label(), stderr)
+				cfg.OnDone = func(loadgen.Sample) { bar.Add(1) }
+			}
+			res, err := loadgen.Run(ctx, cfg, prompts)
+			if bar != nil {
+				bar.Finish()
+				fmt.Fprintln(stderr)
+			}
+			pt.Summary = res.Summary
+			all[run] = pt
+			report.Points = append(report.Points, pt) // in the order run
+			if err != nil {
+				runErr = err
+				break run
+			}
 		}
 	}
+	points := report.Points // for the fit and the plot: one run per point
+	if f.rounds > 1 && runErr == nil {
+		report.Points, report.Rounds = all, f.rounds
+		report.RoundStats, points = loadgen.SummariseRounds(all, len(jobs), ref)
+	}
 	if len(ks) > 0 {
-		fit := loadgen.FitSweep(report.Points, f.draftCost)
+		fit := loadgen.FitSweep(points, f.draftCost)
+		if report.RoundStats != nil && ks[ref] == 0 {
+			for i := range fit.Curve {
+				if iv := report.RoundStats[i].Ratio; iv != nil {
+					fit.Curve[i].MeasuredSpeedup, fit.Curve[i].SpeedupCI = iv.Mean, iv
+				}
+			}
+		}
 		report.Sweep = &fit
 	}
 
@@ -281,7 +317,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if report.Sweep != nil {
 			perr = loadgen.PlotSweep(f.plot, title, *report.Sweep)
 		} else {
-			perr = loadgen.PlotConcurrency(f.plot, title, report.Points)
+			perr = loadgen.PlotConcurrency(f.plot, title, points)
 		}
 		if perr != nil {
 			return perr

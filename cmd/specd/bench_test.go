@@ -128,6 +128,7 @@ func TestBenchCommandFailures(t *testing.T) {
 		{"plot without series", []string{"--url", bad.URL, "--plot", "x.svg"}, true},
 		{"bad concurrency", []string{"--concurrency", "x"}, true},
 		{"sweep with list", []string{"--sweep-k", "0..2", "--concurrency", "1,2"}, true},
+		{"no rounds", []string{"--rounds", "0"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, _, err := bench(t, tc.args...)
@@ -142,5 +143,65 @@ func TestBenchCommandFailures(t *testing.T) {
 				t.Errorf("failures not reported:\n%s", out)
 			}
 		})
+	}
+}
+
+func TestBenchCommandRounds(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 4, Usage: fakeoai.UsageOpenAI, Accepted: 2, Rejected: 1})
+	defer srv.Close()
+	out, _, err := bench(t, "--url", srv.URL, "--sweep-k", "0..1", "--rounds", "3", "--requests", "2",
+		"--json", "--tokens-per-word", "1", "--input-tokens", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Rounds != 3 || len(r.Points) != 6 || len(r.RoundStats) != 2 {
+		t.Fatalf("rounds %d, %d points, %d stats", r.Rounds, len(r.Points), len(r.RoundStats))
+	}
+	for i, p := range r.Points { // round by round, each in the sweep's order
+		if p.Round != i/2+1 || *p.K != i%2 || p.Summary.Completed != 2 {
+			t.Errorf("point %d: round %d k %d completed %d", i, p.Round, *p.K, p.Summary.Completed)
+		}
+	}
+	st := r.RoundStats[1]
+	if st.Ratio == nil || st.Runs != 3 || !(st.Ratio.Lo <= st.Ratio.Mean && st.Ratio.Mean <= st.Ratio.Hi) {
+		t.Fatalf("k=1 stats %+v", st)
+	}
+	if c := r.Sweep.Curve[1]; c.SpeedupCI == nil || c.MeasuredSpeedup != st.Ratio.Mean {
+		t.Errorf("sweep curve k=1 %+v, want the paired ratio %v", c, st.Ratio.Mean)
+	}
+	// Odd rounds run backwards: requests go k=0, k=1 | k=1, k=0 | k=0, k=1.
+	var specs []string
+	for _, b := range srv.Bodies() {
+		j, _ := json.Marshal(b["speculative"])
+		specs = append(specs, string(j))
+	}
+	want := `{"proposer":"none"} {"proposer":"none"} {"k":1} {"k":1} {"k":1} {"k":1} {"proposer":"none"} {"proposer":"none"} {"proposer":"none"} {"proposer":"none"} {"k":1} {"k":1}`
+	if got := strings.Join(specs, " "); got != want {
+		t.Errorf("order of requests:\n got %s\nwant %s", got, want)
+	}
+	// Every run draws its own prompts.
+	seen := map[any]bool{}
+	for _, b := range srv.Bodies() {
+		if seen[b["prompt"]] {
+			t.Fatalf("prompt sent twice: %v", b["prompt"])
+		}
+		seen[b["prompt"]] = true
+	}
+	// The table condenses the rounds.
+	tab, _, err := bench(t, "--url", srv.URL, "--concurrency", "1,2", "--rounds", "2", "--requests", "2", "--tokens-per-word", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"2 rounds", "c=2 #2", "ref"} {
+		if !strings.Contains(tab, w) {
+			t.Errorf("table lacks %q:\n%s", w, tab)
+		}
+	}
+	if strings.Contains(tab, "Serving Benchmark Result") {
+		t.Errorf("with rounds the table lists runs one line each:\n%s", tab)
 	}
 }

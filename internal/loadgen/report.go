@@ -18,6 +18,11 @@ type Report struct {
 	Workload WorkInfo  `json:"workload"`
 	Points   []Point   `json:"points"`
 	Sweep    *SweepFit `json:"sweep,omitempty"`
+	// Rounds > 1: Points holds every run, round by round, and RoundStats
+	// condenses them per point (SummariseRounds); a sweep is fitted on
+	// each k's median run, its measured speed-ups paired per round.
+	Rounds     int         `json:"rounds,omitempty"`
+	RoundStats []RoundStat `json:"round_stats,omitempty"`
 }
 
 // WorkInfo records the workload, so a JSON file says what it measured.
@@ -53,14 +58,20 @@ func (p Point) Label() string {
 	if p.K != nil {
 		fmt.Fprintf(&b, " k=%d", *p.K)
 	}
+	if p.Round > 0 {
+		fmt.Fprintf(&b, " #%d", p.Round)
+	}
 	return b.String()
 }
 
 // WriteTable writes each point's full report, then (for several points) a
 // one-line-per-point comparison, then the sweep fit if any.
+// With rounds, the runs are listed one line each and then condensed.
 func WriteTable(w io.Writer, r Report) error {
-	for _, p := range r.Points {
-		writePoint(w, p)
+	if r.Rounds <= 1 {
+		for _, p := range r.Points {
+			writePoint(w, p)
+		}
 	}
 	if len(r.Points) > 1 {
 		fmt.Fprintln(w, "================ Summary ================")
@@ -75,13 +86,31 @@ func WriteTable(w io.Writer, r Report) error {
 		tw.Flush()
 		fmt.Fprintln(w, "(latencies in ms)")
 	}
+	if len(r.RoundStats) > 0 {
+		fmt.Fprintf(w, "================ %d rounds: output tok/s, and the ratio to the reference point within each round (geometric mean, 90%% CI) ================\n", r.Rounds)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "point\truns\tmedian\tmin\tmax\tratio\t90% CI\t")
+		for _, st := range r.RoundStats {
+			ratio, ci := "ref", ""
+			if st.Ratio != nil {
+				ratio, ci = fmt.Sprintf("%.3f", st.Ratio.Mean), fmt.Sprintf("%.3f–%.3f", st.Ratio.Lo, st.Ratio.Hi)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%s\t%s\t\n", st.Label(), st.Runs,
+				st.OutputTPS.Median, st.OutputTPS.Min, st.OutputTPS.Max, ratio, ci)
+		}
+		tw.Flush()
+	}
 	if f := r.Sweep; f != nil {
 		fmt.Fprintf(w, "================ k sweep vs Leviathan (α = %.3f fitted, c = %g) ================\n", f.Alpha, f.DraftCost)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "k\taccept\tlen\tE(k)\tout tok/s\tspeed-up\tpredicted\t")
+		fmt.Fprintln(tw, "k\taccept\tlen\tE(k)\tout tok/s\tspeed-up\t90% CI\tpredicted\t")
 		for _, c := range f.Curve {
-			fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.1f\t%.3f\t%.3f\t\n", c.K, c.AcceptanceRate, c.MeanLength,
-				c.ExpectedLength, c.OutputTPS, c.MeasuredSpeedup, c.PredictedSpeedup)
+			ci := "-"
+			if c.SpeedupCI != nil {
+				ci = fmt.Sprintf("%.3f–%.3f", c.SpeedupCI.Lo, c.SpeedupCI.Hi)
+			}
+			fmt.Fprintf(tw, "%d\t%.3f\t%.3f\t%.3f\t%.1f\t%.3f\t%s\t%.3f\t\n", c.K, c.AcceptanceRate, c.MeanLength,
+				c.ExpectedLength, c.OutputTPS, c.MeasuredSpeedup, ci, c.PredictedSpeedup)
 		}
 		tw.Flush()
 		for _, m := range f.Warnings {

@@ -79,9 +79,10 @@ func AlphaFromLength(e float64, k int) float64 {
 
 // Point is one measured configuration of a benchmark.
 type Point struct {
-	Concurrency int     `json:"concurrency"`    // 0 with Rate: uncapped
-	Rate        float64 `json:"rate,omitempty"` // requests/s, 0 = closed loop
-	K           *int    `json:"k,omitempty"`    // k of a k sweep
+	Concurrency int     `json:"concurrency"`     // 0 with Rate: uncapped
+	Rate        float64 `json:"rate,omitempty"`  // requests/s, 0 = closed loop
+	K           *int    `json:"k,omitempty"`     // k of a k sweep
+	Round       int     `json:"round,omitempty"` // 1, 2, ... with --rounds > 1
 	Summary     Summary `json:"summary"`
 }
 
@@ -103,13 +104,16 @@ type SweepFit struct {
 
 // CurvePoint is one k of a sweep: measured against predicted.
 type CurvePoint struct {
-	K                int     `json:"k"`
-	AcceptanceRate   float64 `json:"acceptance_rate"`
-	MeanLength       float64 `json:"mean_accepted_length"`
-	ExpectedLength   float64 `json:"expected_length"`
-	OutputTPS        float64 `json:"output_throughput"`
-	MeasuredSpeedup  float64 `json:"measured_speedup"`  // OutputTPS / BaseTPS
-	PredictedSpeedup float64 `json:"predicted_speedup"` // LeviathanSpeedup(Alpha, K, DraftCost)
+	K               int     `json:"k"`
+	AcceptanceRate  float64 `json:"acceptance_rate"`
+	MeanLength      float64 `json:"mean_accepted_length"`
+	ExpectedLength  float64 `json:"expected_length"`
+	OutputTPS       float64 `json:"output_throughput"`
+	MeasuredSpeedup float64 `json:"measured_speedup"` // OutputTPS / BaseTPS; with rounds, paired per round
+	// SpeedupCI: with rounds, the 90 % interval of MeasuredSpeedup
+	// (PairedRatio of this k's runs over k = 0's).
+	SpeedupCI        *Interval `json:"speedup_ci,omitempty"`
+	PredictedSpeedup float64   `json:"predicted_speedup"` // LeviathanSpeedup(Alpha, K, DraftCost)
 }
 
 // FitSweep builds the comparison from the points of a k sweep (points
