@@ -202,7 +202,11 @@ bench() {
 
 # ------------------------------------------------------------------ scenarios
 if [ "$QUICK" = 1 ]; then OUTTOK=32; else OUTTOK=128; fi
-reqs() { local c="$1"; if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c*4 > 16 ? c*4 : 16 )); fi; }
+# reqs C [MULT]: requests per point, MULT x C (default 4), at least 16.
+reqs() {
+  local c="$1" m="${2:-4}"
+  if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c*m > 16 ? c*m : 16 )); fi
+}
 quick_concs() {
   if [ -n "$CONCS" ]; then echo "${CONCS//,/ }"
   elif [ "$QUICK" = 1 ]; then echo "1 4"
@@ -220,11 +224,11 @@ calibrate() {
   log "calibrated: $TPW tokens per word (via $side)"
 }
 
-# pair SCEN LABEL "CONCS" -- bench args: start the scenario's servers (CMD_specd
-# / CMD_llama arrays set by the caller), then RUNS rounds over CONCS with the
-# sides alternating.
+# pair SCEN "CONCS" MULT -- bench args: start the scenario's servers
+# (CMD_specd / CMD_llama arrays set by the caller), then RUNS rounds over
+# CONCS with the sides alternating, MULT x C requests per point (reqs).
 pair() {
-  local scen="$1" concs="$2"; shift 2
+  local scen="$1" concs="$2" mult="$3"; shift 3
   local dir="$OUT/s$scen"; mkdir -p "$dir"
   local sides=()
   for s in specd llama; do has "$SIDES" "$s" && sides+=("$s"); done
@@ -241,7 +245,7 @@ pair() {
         # Same seed for both sides (same prompts), a new one per run and
         # point: specd's prefix cache is always on and must not see a
         # prompt again.
-        bench "$s" "$dir/c$c.$s.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c")" "$@"
+        bench "$s" "$dir/c$c.$s.r$r.json" --seed $((r * 1000 + c)) --concurrency "$c" --requests "$(reqs "$c" "$mult")" "$@"
       done
     done
   done
@@ -252,13 +256,15 @@ scenario1() {
   local np=32 ctx=$((32 * 384))
   specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
   llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
-  pair 1 "$(if [ -n "$CONCS" ]; then quick_concs; else echo "1 4 16 32"; fi)" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+  # 16 x C requests: stories260K makes ~2,000 tok/s, so 4 x C made points
+  # of one or two seconds, and single runs scattered by +-25 %.
+  pair 1 "$(if [ -n "$CONCS" ]; then quick_concs; else echo "1 4 16 32"; fi)" 16 --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario2() {
   local np=16 ctx=$((16 * 384))
   specd_cmd "$HEAVY" "$STORIES" $np $ctx --proposer draft --spec-k 4; CMD_specd=("${CMD[@]}")
   llama_cmd "$HEAVY" "$STORIES" $np $ctx --no-cache-prompt --spec-type draft-simple --spec-draft-n-max 4; CMD_llama=("${CMD[@]}")
-  pair 2 "$(quick_concs "1 4 16")" --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
+  pair 2 "$(quick_concs "1 4 16")" 4 --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario3() {
   local np=4 ctx=$((4 * 512))
@@ -267,14 +273,14 @@ scenario3() {
     --spec-ngram-simple-size-n 3 --spec-ngram-simple-size-m 4; CMD_llama=("${CMD[@]}")
   # --salt: a few random words before each prompt, new per run, so the 16
   # prompts are not served from specd's prefix cache when they come again.
-  pair 3 "1 4" --dataset "$root/bench/copy.jsonl" --salt 4 --output-tokens "$OUTTOK" --warmup 2
+  pair 3 "$(quick_concs "1 4")" 4 --dataset "$root/bench/copy.jsonl" --salt 4 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario4() {
   local np=4 ctx=$((4 * 512))
   # Prefix caching needs specd's unified KV layout (docs/decisions/0001).
   specd_cmd "$HEAVY" "" $np $ctx --proposer none --prefix-cache; CMD_specd=("${CMD[@]}")
   llama_cmd "$HEAVY" "" $np $ctx --cache-prompt; CMD_llama=("${CMD[@]}")
-  pair 4 "1 4" --input-tokens 416 --shared-prefix 384 --prefix-cache --output-tokens 32 --warmup 2
+  pair 4 "$(quick_concs "1 4")" 4 --input-tokens 416 --shared-prefix 384 --prefix-cache --output-tokens 32 --warmup 2
 }
 scenario5() {
   has "$SIDES" specd || { log "scenario 5 is specd-only; skipped"; return 0; }
