@@ -44,7 +44,7 @@ type benchFlags struct {
 	sharedPrefix             int
 	prefixCache              bool
 	temperature              float64
-	sweepK                   string
+	sweepK, sweepProposer    string
 	k                        int
 	proposer                 string
 	draftCost, tokensPerWord float64
@@ -73,6 +73,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.prefixCache, "prefix-cache", false, "send cache_prompt: true (default sends false, so no prompt cache helps)")
 	fs.Float64Var(&f.temperature, "temperature", 0, "sampling temperature (0 = greedy)")
 	fs.StringVar(&f.sweepK, "sweep-k", "", `measure each fixed k, e.g. 0..8 or 0,2,4 (specd extension "speculative": {"k": K}; k=0 sends {"proposer":"none"})`)
+	fs.StringVar(&f.sweepProposer, "sweep-proposer", "", `measure each proposer, e.g. none,ngram,draft (specd extension "speculative": {"proposer": P}, with --k's k if given)`)
 	fs.IntVar(&f.k, "k", -1, `send "speculative": {"k": K} with every request (-1: send nothing; 0: proposer none)`)
 	fs.StringVar(&f.proposer, "proposer", "", `send "speculative": {"proposer": P} (none, draft, ngram)`)
 	fs.Float64Var(&f.draftCost, "draft-cost", 0, "c in the Leviathan curve E/(k·c+1): time of one draft pass over one target pass")
@@ -118,6 +119,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if set["k"] || set["proposer"] {
 			return usageError{"--sweep-k sets k itself; drop --k/--proposer"}
+		}
+	}
+	var props []string
+	if f.sweepProposer != "" {
+		for _, p := range strings.Split(f.sweepProposer, ",") {
+			p = strings.TrimSpace(p)
+			if p != "none" && p != "draft" && p != "ngram" {
+				return usageError{fmt.Sprintf("--sweep-proposer: unknown proposer %q (want none, draft, ngram)", p)}
+			}
+			props = append(props, p)
+		}
+		switch {
+		case len(ks) > 0:
+			return usageError{"--sweep-proposer and --sweep-k: one sweep at a time"}
+		case len(concs) > 1:
+			return usageError{"--sweep-proposer takes a single --concurrency"}
+		case set["proposer"]:
+			return usageError{"--sweep-proposer sets the proposer itself; drop --proposer"}
 		}
 	}
 	if f.plot != "" && len(ks) < 2 && len(concs) < 2 {
@@ -219,17 +238,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	report.Workload.Prompts, report.Workload.Salt = len(prompts0), f.salt
 
 	type job struct {
-		conc int
-		k    *int
+		conc     int
+		k        *int
+		proposer string // of a proposer sweep
 	}
 	var jobs []job
 	if len(ks) > 0 {
 		for _, k := range ks {
-			jobs = append(jobs, job{concs[0], &k})
+			jobs = append(jobs, job{concs[0], &k, ""})
 		}
 	} else {
 		for _, c := range concs {
-			jobs = append(jobs, job{c, nil})
+			jobs = append(jobs, job{c, nil, ""})
+		}
+	}
+	if len(props) > 0 {
+		jobs = jobs[:0]
+		for _, p := range props {
+			jobs = append(jobs, job{concs[0], nil, p})
 		}
 	}
 	ref := 0 // the point the others are compared with in each round
@@ -259,7 +285,13 @@ run:
 			if j.k != nil {
 				cfg.Speculative = loadgen.SpecForK(*j.k)
 			}
-			pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k}
+			if j.proposer != "" {
+				cfg.Speculative = &loadgen.Speculative{Proposer: j.proposer}
+				if j.proposer != "none" {
+					cfg.Speculative.K = max(f.k, 0)
+				}
+			}
+			pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k, Proposer: j.proposer}
 			if f.rounds > 1 {
 				pt.Round = r + 1
 			}

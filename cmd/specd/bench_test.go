@@ -129,6 +129,10 @@ func TestBenchCommandFailures(t *testing.T) {
 		{"bad concurrency", []string{"--concurrency", "x"}, true},
 		{"sweep with list", []string{"--sweep-k", "0..2", "--concurrency", "1,2"}, true},
 		{"no rounds", []string{"--rounds", "0"}, true},
+		{"unknown proposer in sweep", []string{"--sweep-proposer", "none,eagle"}, true},
+		{"two sweeps", []string{"--sweep-proposer", "none,ngram", "--sweep-k", "0..2"}, true},
+		{"proposer sweep and --proposer", []string{"--sweep-proposer", "none,ngram", "--proposer", "draft"}, true},
+		{"proposer sweep with list", []string{"--sweep-proposer", "none,ngram", "--concurrency", "1,2"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, _, err := bench(t, tc.args...)
@@ -203,5 +207,35 @@ func TestBenchCommandRounds(t *testing.T) {
 	}
 	if strings.Contains(tab, "Serving Benchmark Result") {
 		t.Errorf("with rounds the table lists runs one line each:\n%s", tab)
+	}
+}
+
+func TestBenchCommandSweepProposer(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 4})
+	defer srv.Close()
+	out, _, err := bench(t, "--url", srv.URL, "--sweep-proposer", "none, ngram,draft", "--k", "3", "--rounds", "2",
+		"--requests", "1", "--json", "--tokens-per-word", "1", "--input-tokens", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.RoundStats) != 3 || r.RoundStats[1].Proposer != "ngram" || r.RoundStats[0].Ratio != nil || r.RoundStats[2].Ratio == nil {
+		t.Fatalf("round stats %+v", r.RoundStats)
+	}
+	if got := r.RoundStats[2].Label(); got != "c=1 draft" {
+		t.Errorf("label %q", got)
+	}
+	var specs []string
+	for _, b := range srv.Bodies() {
+		j, _ := json.Marshal(b["speculative"])
+		specs = append(specs, string(j))
+	}
+	want := `{"proposer":"none"} {"k":3,"proposer":"ngram"} {"k":3,"proposer":"draft"} ` +
+		`{"k":3,"proposer":"draft"} {"k":3,"proposer":"ngram"} {"proposer":"none"}`
+	if got := strings.Join(specs, " "); got != want {
+		t.Errorf("speculative objects sent:\n got %s\nwant %s", got, want)
 	}
 }

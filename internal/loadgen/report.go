@@ -44,7 +44,8 @@ type WorkInfo struct {
 	Salt          int          `json:"salt,omitempty"` // random words put before each prompt
 }
 
-// Label names a point in tables: "c=4", "c=4 k=2", "rate=8/s c≤16".
+// Label names a point in tables: "c=4", "c=4 k=2", "c=4 ngram",
+// "rate=8/s c≤16", with " #2" for round 2.
 func (p Point) Label() string {
 	var b strings.Builder
 	if p.Rate > 0 {
@@ -57,6 +58,9 @@ func (p Point) Label() string {
 	}
 	if p.K != nil {
 		fmt.Fprintf(&b, " k=%d", *p.K)
+	}
+	if p.Proposer != "" {
+		fmt.Fprintf(&b, " %s", p.Proposer)
 	}
 	if p.Round > 0 {
 		fmt.Fprintf(&b, " #%d", p.Round)

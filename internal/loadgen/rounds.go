@@ -32,6 +32,7 @@ type RoundStat struct {
 	Concurrency int     `json:"concurrency"`
 	Rate        float64 `json:"rate,omitempty"`
 	K           *int    `json:"k,omitempty"`
+	Proposer    string  `json:"proposer,omitempty"`
 	Runs        int     `json:"runs"`
 	// OutputTPS: output tokens/s over the runs.
 	OutputTPS Spread `json:"output_throughput"`
@@ -109,7 +110,7 @@ func SummariseRounds(points []Point, perRound, ref int) ([]RoundStat, []Point) {
 	for j := range perRound {
 		v := tps(j)
 		p := points[j]
-		st := RoundStat{Concurrency: p.Concurrency, Rate: p.Rate, K: p.K, Runs: rounds}
+		st := RoundStat{Concurrency: p.Concurrency, Rate: p.Rate, K: p.K, Proposer: p.Proposer, Runs: rounds}
 		order := make([]int, rounds)
 		for r := range order {
 			order[r] = r
@@ -142,5 +143,5 @@ func SummariseRounds(points []Point, perRound, ref int) ([]RoundStat, []Point) {
 
 // Label names the point as Point.Label does.
 func (s RoundStat) Label() string {
-	return Point{Concurrency: s.Concurrency, Rate: s.Rate, K: s.K}.Label()
+	return Point{Concurrency: s.Concurrency, Rate: s.Rate, K: s.K, Proposer: s.Proposer}.Label()
 }

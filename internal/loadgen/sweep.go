@@ -79,10 +79,11 @@ func AlphaFromLength(e float64, k int) float64 {
 
 // Point is one measured configuration of a benchmark.
 type Point struct {
-	Concurrency int     `json:"concurrency"`     // 0 with Rate: uncapped
-	Rate        float64 `json:"rate,omitempty"`  // requests/s, 0 = closed loop
-	K           *int    `json:"k,omitempty"`     // k of a k sweep
-	Round       int     `json:"round,omitempty"` // 1, 2, ... with --rounds > 1
+	Concurrency int     `json:"concurrency"`        // 0 with Rate: uncapped
+	Rate        float64 `json:"rate,omitempty"`     // requests/s, 0 = closed loop
+	K           *int    `json:"k,omitempty"`        // k of a k sweep
+	Proposer    string  `json:"proposer,omitempty"` // of a proposer sweep
+	Round       int     `json:"round,omitempty"`    // 1, 2, ... with --rounds > 1
 	Summary     Summary `json:"summary"`
 }
 
