@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"math"
 	"slices"
 )
@@ -115,15 +116,7 @@ func SummariseRounds(points []Point, perRound, ref int) ([]RoundStat, []Point) {
 		for r := range order {
 			order[r] = r
 		}
-		slices.SortStableFunc(order, func(x, y int) int {
-			switch {
-			case v[x] < v[y]:
-				return -1
-			case v[x] > v[y]:
-				return 1
-			}
-			return 0
-		})
+		slices.SortStableFunc(order, func(x, y int) int { return cmp.Compare(v[x], v[y]) })
 		mid := order[(rounds-1)/2]
 		median[j] = points[mid*perRound+j]
 		sorted := make([]float64, rounds)
