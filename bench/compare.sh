@@ -277,7 +277,8 @@ scenario3() {
 }
 scenario4() {
   local np=4 ctx=$((4 * 512))
-  # Prefix caching needs specd's unified KV layout (docs/decisions/0001).
+  # specd's prefix cache is on by default, in either KV layout (decision
+  # 0007); llama-server's needs --cache-prompt.
   specd_cmd "$HEAVY" "" $np $ctx --proposer none --prefix-cache; CMD_specd=("${CMD[@]}")
   llama_cmd "$HEAVY" "" $np $ctx --cache-prompt; CMD_llama=("${CMD[@]}")
   pair 4 "$(quick_concs "1 4")" 4 --input-tokens 416 --shared-prefix 384 --prefix-cache --output-tokens 32 --warmup 2
