@@ -202,10 +202,10 @@ bench() {
 
 # ------------------------------------------------------------------ scenarios
 if [ "$QUICK" = 1 ]; then OUTTOK=32; else OUTTOK=128; fi
-# reqs C [MULT]: requests per point, MULT x C (default 4), at least 16.
+# reqs C [MULT]: requests per point, MULT x C (default 4), at least 4 x MULT.
 reqs() {
   local c="$1" m="${2:-4}"
-  if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c*m > 16 ? c*m : 16 )); fi
+  if [ "$QUICK" = 1 ]; then echo $(( c*2 > 4 ? c*2 : 4 )); else echo $(( c < 4 ? 4*m : c*m )); fi
 }
 quick_concs() {
   if [ -n "$CONCS" ]; then echo "${CONCS//,/ }"
@@ -256,8 +256,8 @@ scenario1() {
   local np=32 ctx=$((32 * 384))
   specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
   llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
-  # 16 x C requests: stories260K makes ~2,000 tok/s, so 4 x C made points
-  # of one or two seconds, and single runs scattered by +-25 %.
+  # 16 x C requests (at least 64): stories260K makes ~2,000 tok/s, so 4 x C
+  # made points of one or two seconds, and single runs scattered by +-25 %.
   pair 1 "$(if [ -n "$CONCS" ]; then quick_concs; else echo "1 4 16 32"; fi)" 16 --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2
 }
 scenario2() {
