@@ -555,10 +555,10 @@ section="$OUT/section.md"
     [ -n "$first" ] && echo "- client (one point): \`$(sanitize <"$first")\`; \"specd none\" adds \`--proposer none\` (same server)"
     echo "- output tok/s, median (min–max); llama-server's speculative figures at these points: scenario 2"
     echo
-    echo "- adaptive / none: ratio of the medians, then the geometric mean of the per-run ratios with its 90 % interval (each run measures the two back to back)"
+    echo "- each ratio: of the medians, then the geometric mean of the per-run ratios with its 90 % interval (each run measures the three back to back)"
     echo
-    echo "| c | specd adaptive k | specd none | llama-server none | adaptive / none | per run (90 % CI) | adaptive / llama none | acceptance | tokens/pass |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| c | specd adaptive k | specd none | llama-server none | adaptive / none | per run (90 % CI) | adaptive / llama none | per run (90 % CI) | acceptance | tokens/pass |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for c in $(ls "$OUT/s6" 2>/dev/null | sed -n 's/^c\([0-9]*\)\..*\.json$/\1/p' | sort -nu); do
       p='.points[0].summary.output_throughput'
       read -r am alo ahi < <(collect "$OUT/s6/c$c.specd.r*.json" "$p" | stats)
@@ -566,7 +566,7 @@ section="$OUT/section.md"
       read -r lm llo lhi < <(collect "$OUT/s6/c$c.llama.r*.json" "$p" | stats)
       read -r xm xlo xhi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .acceptance_rate else 0 end' | stats)
       read -r tm tlo thi < <(collect "$OUT/s6/c$c.specd.r*.json" '.points[0].summary | if .draft_reported then .mean_accepted_length else 1 end' | stats)
-      echo "| $c | $(fmt "$am" "$alo" "$ahi" 1) | $(fmt "$nm" "$nlo" "$nhi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$am" "$nm") | $(paired "$OUT/s6/c$c.specd.r*.json" .specd. .none. "$p") | $(ratio "$am" "$lm") | $(fmt "$xm" "$xlo" "$xhi" 3) | $(fmt "$tm" "$tlo" "$thi" 2) |"
+      echo "| $c | $(fmt "$am" "$alo" "$ahi" 1) | $(fmt "$nm" "$nlo" "$nhi" 1) | $(fmt "$lm" "$llo" "$lhi" 1) | $(ratio "$am" "$nm") | $(paired "$OUT/s6/c$c.specd.r*.json" .specd. .none. "$p") | $(ratio "$am" "$lm") | $(paired "$OUT/s6/c$c.specd.r*.json" .specd. .llama. "$p") | $(fmt "$xm" "$xlo" "$xhi" 3) | $(fmt "$tm" "$tlo" "$thi" 2) |"
     done
   fi
 } >"$section"
