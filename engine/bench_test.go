@@ -22,13 +22,20 @@ func benchThreads() int {
 	return 2
 }
 
+// benchComputeThreads is $SPECD_BENCH_COMPUTE_THREADS: how many of the
+// pool's threads a decode uses (0 = all).
+func benchComputeThreads() int {
+	n, _ := strconv.Atoi(os.Getenv("SPECD_BENCH_COMPUTE_THREADS"))
+	return max(n, 0)
+}
+
 func benchDecode(b *testing.B, nSeq int) {
 	// As the scheduler's loop does: an OpenMP build keeps a worker team per
 	// calling OS thread, and a goroutine that migrates wakes cold ones.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	l, m := stories(b)
-	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: benchThreads(), FlashAttn: FlashAttnOff})
+	c := newCtx(b, m, ContextParams{NCtx: nSeq * 256, NSeqMax: nSeq, NBatch: max(512, nSeq), Threads: benchThreads(), ComputeThreads: benchComputeThreads(), FlashAttn: FlashAttnOff})
 	batch := newBatch(b, l, nSeq)
 	next := make([]int32, nSeq)
 	rows := make([]int, nSeq)

@@ -59,6 +59,7 @@ var (
 	llamaInitFromModel        func(m uintptr, p cContextParams) uintptr
 	llamaFree                 func(ctx uintptr)
 	llamaAttachThreadpool     func(ctx, tp, tpBatch uintptr)
+	llamaSetNThreads          func(ctx uintptr, n, nBatch int32)
 	llamaNCtx                 func(ctx uintptr) uint32
 	llamaNCtxSeq              func(ctx uintptr) uint32
 	llamaNBatch               func(ctx uintptr) uint32
@@ -74,6 +75,7 @@ func bindContext(b *binder) {
 	b.fn(&llamaInitFromModel, "llama_init_from_model")
 	b.fn(&llamaFree, "llama_free")
 	b.fn(&llamaAttachThreadpool, "llama_attach_threadpool")
+	b.fn(&llamaSetNThreads, "llama_set_n_threads")
 	b.fn(&llamaNCtx, "llama_n_ctx")
 	b.fn(&llamaNCtxSeq, "llama_n_ctx_seq")
 	b.fn(&llamaNBatch, "llama_n_batch")
@@ -146,6 +148,11 @@ type ContextParams struct {
 	// ThreadPool is nil. Ignored when ThreadPool is set.
 	Threads    int
 	ThreadPool *ThreadPool
+	// ComputeThreads is how many of the pool's threads one decode uses
+	// (llama.cpp's n_threads and n_threads_batch); the rest stay idle.
+	// 0 means all of them. A tiny draft model can decode faster on one
+	// thread than on two: ggml synchronises threads after every graph node.
+	ComputeThreads int
 	// UnifiedKV lets all sequences draw cells from one pool, which is what
 	// makes SeqCopy share cells (prefix caching).
 	UnifiedKV    bool
@@ -187,7 +194,7 @@ func kvTypeName(g int32) KVType {
 // Validate checks ranges (after zero fields took their defaults).
 func (p ContextParams) Validate() error {
 	switch {
-	case p.NCtx < 0 || p.NBatch < 0 || p.NUBatch < 0 || p.NSeqMax < 0 || p.NOutputsMax < 0 || p.Threads < 0:
+	case p.NCtx < 0 || p.NBatch < 0 || p.NUBatch < 0 || p.NSeqMax < 0 || p.NOutputsMax < 0 || p.Threads < 0 || p.ComputeThreads < 0:
 		return fmt.Errorf("engine: negative context parameter in %+v", p)
 	case p.NSeqMax > 256:
 		return fmt.Errorf("engine: NSeqMax %d exceeds llama.cpp's limit of 256", p.NSeqMax)
@@ -228,6 +235,7 @@ type Context struct {
 	nSeqMax int
 	nOutMax int
 	unified bool
+	threads int // of the pool's threads, how many a Decode uses
 
 	// rowOut maps the last decoded batch's rows to output rows (-1: none).
 	rowOut []int32
@@ -281,8 +289,12 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	cp.NUBatch = uint32(p.NUBatch)
 	cp.NSeqMax = uint32(p.NSeqMax)
 	cp.NOutputsMax = uint32(p.NOutputsMax)
-	cp.NThreads = int32(pool.nThreads)
-	cp.NThreadsBatch = int32(pool.nThreads)
+	n := pool.nThreads
+	if p.ComputeThreads > 0 {
+		n = min(n, p.ComputeThreads)
+	}
+	cp.NThreads = int32(n)
+	cp.NThreadsBatch = int32(n)
 	cp.FlashAttnType = int32(p.FlashAttn)
 	cp.TypeK, cp.TypeV = tk, tv
 	cp.KVUnified = p.UnifiedKV
@@ -310,6 +322,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		nSeqMax: int(llamaNSeqMax(ptr)),
 		nOutMax: p.NOutputsMax,
 		unified: p.UnifiedKV,
+		threads: n,
 	}
 	if c.nOutMax == 0 {
 		c.nOutMax = c.nBatch
@@ -337,6 +350,25 @@ func (c *Context) Model() *Model { return c.model }
 
 // NCtx is the total number of KV cells.
 func (c *Context) NCtx() int { return c.nCtx }
+
+// Threads is how many of the pool's threads a Decode uses.
+func (c *Context) Threads() int { return c.threads }
+
+// PoolThreads is the size of the context's thread pool.
+func (c *Context) PoolThreads() int { return c.pool.nThreads }
+
+// SetThreads sets how many of the pool's threads the next Decodes use
+// (llama_set_n_threads), clamped to [1, PoolThreads], and returns it. The
+// pool's other threads sleep after a short spin. On a closed context it
+// does nothing.
+func (c *Context) SetThreads(n int) int {
+	n = max(1, min(n, c.pool.nThreads))
+	if c.ptr != 0 && n != c.threads {
+		llamaSetNThreads(c.ptr, int32(n), int32(n))
+		c.threads = n
+	}
+	return c.threads
+}
 
 // NCtxSeq is the most positions one sequence can hold.
 func (c *Context) NCtxSeq() int { return c.nCtxSeq }

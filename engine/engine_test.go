@@ -574,6 +574,46 @@ func TestSharedThreadPool(t *testing.T) {
 	}
 }
 
+// A decode on one of the pool's threads computes what one on all of them
+// does: the same logits, bit for bit (each output element is one thread's).
+func TestSetThreads(t *testing.T) {
+	l, m := stories(t)
+	c := newCtx(t, m, ContextParams{Threads: 2, ComputeThreads: 1, FlashAttn: FlashAttnOff})
+	if c.Threads() != 1 || c.PoolThreads() != 2 {
+		t.Fatalf("ComputeThreads 1 on a pool of 2: Threads %d, PoolThreads %d", c.Threads(), c.PoolThreads())
+	}
+	b := newBatch(t, l, 64)
+	p := tokenize(t, m.Vocab(), "Once upon a time, there was a little girl")
+	logits := func() []float32 {
+		c.ClearKV()
+		b.Reset()
+		for i, tok := range p {
+			b.Add(tok, int32(i), 0, true)
+		}
+		if err := c.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		var out []float32
+		for i := range p {
+			out = append(out, c.Logits(i)...)
+		}
+		return out
+	}
+	one := logits()
+	if got := c.SetThreads(5); got != 2 || c.Threads() != 2 {
+		t.Fatalf("SetThreads(5) on a pool of 2 = %d, Threads %d; want 2", got, c.Threads())
+	}
+	two := logits()
+	for i := range one {
+		if one[i] != two[i] {
+			t.Fatalf("logit %d: %g on 1 thread, %g on 2", i, one[i], two[i])
+		}
+	}
+	if got := c.SetThreads(0); got != 1 {
+		t.Errorf("SetThreads(0) = %d, want 1", got)
+	}
+}
+
 func TestContextParamsValidate(t *testing.T) {
 	_, m := stories(t)
 	for _, p := range []ContextParams{

@@ -69,6 +69,11 @@ type Config struct {
 	// Threads is the compute threads of the one thread pool that target
 	// and draft share (they never decode at once). Default 2.
 	Threads int
+	// DecodeThreads is how many of those threads each decode uses:
+	// "auto" (default) picks one or all per decode, by the decode times it
+	// measures for each model and batch size (threadChooser); "all" always
+	// uses all of them.
+	DecodeThreads string
 	// FlashAttn: "off" (default, faster on CPU here), "on", "auto".
 	FlashAttn string
 	// KVType: "f16" (default), "q8_0", "f32".
@@ -107,6 +112,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.Threads == 0 {
 		c.Threads = 2
+	}
+	if c.DecodeThreads == "" {
+		c.DecodeThreads = "auto"
 	}
 	if c.SpecMinGain == 0 {
 		c.SpecMinGain = DefaultSpecMinGain
@@ -150,6 +158,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("speculation min gain %g: must be at most 10", c.SpecMinGain)
 	case c.Threads < 1:
 		return fmt.Errorf("threads %d: must be positive", c.Threads)
+	case c.DecodeThreads != "auto" && c.DecodeThreads != "all":
+		return fmt.Errorf("decode threads %q: must be auto or all", c.DecodeThreads)
 	case c.FlashAttn != "off" && c.FlashAttn != "on" && c.FlashAttn != "auto":
 		return fmt.Errorf("flash-attn %q: must be off, on or auto", c.FlashAttn)
 	}

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"specd/engine"
 )
@@ -11,6 +12,8 @@ import (
 type engineModel struct {
 	ctx   *engine.Context
 	batch *engine.Batch
+	// threads, if set, picks each decode's threads (DecodeThreads auto).
+	threads *threadChooser
 }
 
 func (m *engineModel) Add(tok, pos, seq int32, logits bool) int {
@@ -19,7 +22,18 @@ func (m *engineModel) Add(tok, pos, seq int32, logits bool) int {
 func (m *engineModel) Pending() int { return m.batch.Len() }
 func (m *engineModel) Discard()     { m.batch.Reset() }
 func (m *engineModel) Decode() error {
+	if m.threads == nil {
+		err := m.ctx.Decode(m.batch)
+		m.batch.Reset()
+		return err
+	}
+	rows := m.batch.Len()
+	n := m.ctx.SetThreads(m.threads.choose(rows))
+	t0 := time.Now()
 	err := m.ctx.Decode(m.batch)
+	if err == nil {
+		m.threads.observe(rows, n, time.Since(t0))
+	}
 	m.batch.Reset()
 	return err
 }
@@ -107,14 +121,36 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		if e.dctx, e.dbatch, err = mk(draft, cfg.MaxRunning); err != nil {
 			return nil, fmt.Errorf("draft context: %w", err)
 		}
-		dm = &engineModel{e.dctx, e.dbatch}
+		dm = e.model(cfg, e.dctx, e.dbatch)
 	}
-	e.Scheduler, err = New(cfg, &engineModel{e.tctx, e.tbatch}, dm, target.Vocab(), logger)
+	e.Scheduler, err = New(cfg, e.model(cfg, e.tctx, e.tbatch), dm, target.Vocab(), logger)
 	if err != nil {
 		return nil, err
 	}
 	ok = true
 	return e, nil
+}
+
+// model wraps a context for the scheduler, with its own thread chooser
+// under DecodeThreads auto (target and draft differ in cost per row).
+func (e *Engine) model(cfg Config, c *engine.Context, b *engine.Batch) *engineModel {
+	m := &engineModel{ctx: c, batch: b}
+	if cfg.DecodeThreads == "auto" && c.PoolThreads() > 1 {
+		m.threads = newThreadChooser(c.PoolThreads())
+	}
+	return m
+}
+
+// DecodeThreadCounts reports, under DecodeThreads auto, how many target
+// and draft decodes ran on one thread and on all: {target, draft} ×
+// {one, all}. Zero otherwise.
+func (e *Engine) DecodeThreadCounts() (n [2][2]uint64) {
+	for i, m := range []Model{e.Scheduler.target, e.Scheduler.draft} {
+		if em, ok := m.(*engineModel); ok && em.threads != nil {
+			n[i] = [2]uint64{em.threads.used[0].Load(), em.threads.used[1].Load()}
+		}
+	}
+	return n
 }
 
 // Tokenize tokenizes with the target's vocabulary (BOS as the model wants).
@@ -145,3 +181,5 @@ func (e *Engine) Close() {
 		e.pool.Close()
 	}
 }
+
+var dbgN int

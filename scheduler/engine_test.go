@@ -180,6 +180,27 @@ func TestRealBatchedEqualsAlone(t *testing.T) {
 			})
 		}
 	}
+	// Two threads, each decode on one or both as the thread chooser
+	// measures: the same tokens (a decode computes the same logits on
+	// either), and the chooser tried both.
+	t.Run("heavy/draft/threads2", func(t *testing.T) {
+		// One sequence at a time: decodes of one size, enough of them for
+		// the credit to pay for tries (about 100 decodes each).
+		e := newEngineRig(t, Config{CtxSize: 2048, MaxRunning: 1, MaxBatchTokens: 512, Proposer: "draft", SpecK: 2, SplitKV: true, Threads: 2}, hv, st)
+		got := runAll(t, e.Scheduler, hreqs)
+		for i := range hreqs {
+			if !slices.Equal(got[i], hwant[i]) {
+				t.Fatalf("request %d: two threads %v\none %v", i, got[i], hwant[i])
+			}
+		}
+		waitIdle(t, e.Scheduler)
+		n := e.DecodeThreadCounts()
+		t.Logf("decodes on one thread / on two: target %v, draft %v", n[0], n[1])
+		if n[0][1] == 0 || n[1][1] == 0 || n[0][0]+n[1][0] == 0 {
+			t.Fatalf("decodes on one thread / on two: target %v, draft %v; want both choices used", n[0], n[1])
+		}
+		checkKVMatches(t, e)
+	})
 	// A draft stopped early where the draft model is unsure (DraftPMin):
 	// still the plain output, and later positions are proposed less often.
 	t.Run("heavy/draft/k8/p_min", func(t *testing.T) {

@@ -47,6 +47,7 @@ type Config struct {
 	LibDir            string        `yaml:"lib_dir"`
 	ChatTemplate      string        `yaml:"chat_template"`
 	Threads           int           `yaml:"threads"`
+	DecodeThreads     string        `yaml:"decode_threads"`
 	CtxSize           int           `yaml:"ctx_size"`
 	Parallel          int           `yaml:"parallel"`
 	BatchSize         int           `yaml:"batch_size"`
@@ -94,6 +95,7 @@ func defaultConfig() Config {
 		Preemption:       "recompute",
 		MaxWaiting:       256,
 		Speculative:      SpecConfig{KMin: 1, KMax: 8, MinGain: scheduler.DefaultSpecMinGain},
+		DecodeThreads:    "auto",
 		FlashAttn:        "off",
 		KVType:           "f16",
 		Host:             server.DefaultHost,
@@ -116,6 +118,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"lib_dir", "lib-dir", "folder of the llama.cpp shared libraries (default: $SPECD_LIB_DIR or .cache/backend/...)"},
 	{"chat_template", "chat-template", "chat template: a llama.cpp built-in name (chatml, llama3, ...) or template text (default: the model's, else chatml)"},
 	{"threads", "threads", "compute threads shared by target and draft (0 = the number of CPUs)"},
+	{"decode_threads", "decode-threads", "how many of those threads each decode uses: auto (one or all, whichever measures faster for the model and batch size) or all"},
 	{"ctx_size", "ctx-size", "total KV cache tokens shared by all sequences"},
 	{"parallel", "parallel", "most sequences decoded together"},
 	{"batch_size", "batch-size", "token budget of one step (0 = 512, or parallel × (k_max+1) if larger)"},
@@ -432,6 +435,7 @@ func (c Config) SchedulerConfig() scheduler.Config {
 		DraftPMin:          c.Speculative.PMin,
 		SpecMinGain:        specMinGain(c.Speculative.MinGain),
 		Threads:            c.Threads,
+		DecodeThreads:      c.DecodeThreads,
 		FlashAttn:          c.FlashAttn,
 		KVType:             c.KVType,
 	}

@@ -178,6 +178,7 @@ func TestConfigErrors(t *testing.T) {
 		{"negative prefix cache blocks", "", []string{"--model", m, "--prefix-cache-blocks", "-1"}, nil, `prefix-cache-blocks -1`},
 		{"p_min not a number", "", []string{"--model", m, "--draft-p-min", "half"}, nil, `speculative.p_min: "half" is not a number`},
 		{"p_min out of range", "", []string{"--model", m, "--draft-p-min", "1.5"}, nil, `draft p-min 1.5: must be in \[0, 1\)`},
+		{"bad decode threads", "", []string{"--model", m, "--decode-threads", "some"}, nil, `decode threads "some": must be auto or all`},
 		{"min_gain negative", "", []string{"--model", m, "--spec-min-gain", "-0.1"}, nil, `speculative.min_gain -0.1: must be in \[0, 10\]`},
 		{"prefix cache blocks above the pool", "model: m.gguf\nctx_size: 1024\nkv_layout: unified\nprefix_cache: true\nprefix_cache_blocks: 65\n", nil, nil, `prefix-cache-blocks 65: must be in 0\.\.64`},
 		{"missing config file", "", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, `config: open .*none.yaml`},
