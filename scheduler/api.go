@@ -95,6 +95,10 @@ type Stats struct {
 	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of the target's llama_decode within them
 	DraftDecodeTime      time.Duration // cumulative wall time of the draft model's decodes
 	DraftDecoded         uint64        // tokens (rows) the draft model decoded
+	// DecodeThreads counts decodes by the threads they ran on under
+	// DecodeThreads auto: [0] target, [1] draft; [.][0] one thread, [.][1]
+	// all. Filled by Engine.Stats.
+	DecodeThreads [2][2]uint64
 }
 
 // Submitter is what the server needs of the scheduler.

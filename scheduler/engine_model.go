@@ -153,6 +153,13 @@ func (e *Engine) DecodeThreadCounts() (n [2][2]uint64) {
 	return n
 }
 
+// Stats is the scheduler's counters with DecodeThreads filled in.
+func (e *Engine) Stats() Stats {
+	st := e.Scheduler.Stats()
+	st.DecodeThreads = e.DecodeThreadCounts()
+	return st
+}
+
 // Tokenize tokenizes with the target's vocabulary (BOS as the model wants).
 func (e *Engine) Tokenize(text string, addSpecial bool) ([]int32, error) {
 	return e.targetMod.Vocab().Tokenize(text, addSpecial, true)

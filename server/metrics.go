@@ -100,6 +100,7 @@ var (
 	dAcceptedByPos  = desc("specd_draft_tokens_accepted_by_position_total", "Draft tokens accepted at each draft position.", "position")
 	dAcceptanceRate = desc("specd_draft_acceptance_rate", "Accepted / proposed draft tokens since start (0 before any).")
 	dLastK          = desc("specd_speculative_k", "Draft length k chosen at the last speculative step.")
+	dDecodeThreads  = desc("specd_decodes_total", "llama_decode calls under decode_threads auto, by model and by whether they ran on one of the pool's threads or on all.", "model", "threads")
 )
 
 // statsCollector turns a Backend.Stats snapshot into series at scrape time.
@@ -108,7 +109,7 @@ type statsCollector struct{ b Backend }
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
 		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed,
-		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK} {
+		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads} {
 		ch <- d
 	}
 }
@@ -151,4 +152,8 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(dAcceptanceRate, rate)
 	g(dLastK, float64(st.LastK))
+	for i, model := range []string{"target", "draft"} {
+		ctr(dDecodeThreads, float64(st.DecodeThreads[i][0]), model, "one")
+		ctr(dDecodeThreads, float64(st.DecodeThreads[i][1]), model, "all")
+	}
 }
