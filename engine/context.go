@@ -59,7 +59,7 @@ var (
 	llamaInitFromModel        func(m uintptr, p cContextParams) uintptr
 	llamaFree                 func(ctx uintptr)
 	llamaAttachThreadpool     func(ctx, tp, tpBatch uintptr)
-	llamaSetNThreads          func(ctx uintptr, n, nBatch int32)
+	llamaSetNThreadsSym       uintptr
 	llamaNCtx                 func(ctx uintptr) uint32
 	llamaNCtxSeq              func(ctx uintptr) uint32
 	llamaNBatch               func(ctx uintptr) uint32
@@ -75,7 +75,7 @@ func bindContext(b *binder) {
 	b.fn(&llamaInitFromModel, "llama_init_from_model")
 	b.fn(&llamaFree, "llama_free")
 	b.fn(&llamaAttachThreadpool, "llama_attach_threadpool")
-	b.fn(&llamaSetNThreads, "llama_set_n_threads")
+	llamaSetNThreadsSym = b.sym("llama_set_n_threads")
 	b.fn(&llamaNCtx, "llama_n_ctx")
 	b.fn(&llamaNCtxSeq, "llama_n_ctx_seq")
 	b.fn(&llamaNBatch, "llama_n_batch")
@@ -364,7 +364,10 @@ func (c *Context) PoolThreads() int { return c.pool.nThreads }
 func (c *Context) SetThreads(n int) int {
 	n = max(1, min(n, c.pool.nThreads))
 	if c.ptr != 0 && n != c.threads {
-		llamaSetNThreads(c.ptr, int32(n), int32(n))
+		// Through call, as Decode: the scheduler may switch per decode.
+		a := c.args[:3]
+		a[0], a[1], a[2] = c.ptr, i32(int32(n)), i32(int32(n))
+		c.call(llamaSetNThreadsSym, a)
 		c.threads = n
 	}
 	return c.threads

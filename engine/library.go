@@ -315,7 +315,6 @@ func installLogger(l *Library) {
 }
 
 func (s *logSink) write(level int32, text *byte) {
-	msg := goStringPtr(text)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if level != ggmlLogCont {
@@ -324,7 +323,12 @@ func (s *logSink) write(level int32, text *byte) {
 		}
 		s.level = level
 	}
-	s.buf = append(s.buf, msg...)
+	if s.level == ggmlLogDebug && (s.lib == nil || s.lib.level > slog.LevelDebug) {
+		// Dropped without a copy: llama.cpp logs at debug level on calls
+		// the scheduler makes per decode (llama_set_n_threads).
+		return
+	}
+	s.buf = append(s.buf, goStringPtr(text)...)
 	for {
 		i := bytes.IndexByte(s.buf, '\n')
 		if i < 0 {
