@@ -188,5 +188,3 @@ func (e *Engine) Close() {
 		e.pool.Close()
 	}
 }
-
-var dbgN int

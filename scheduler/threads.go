@@ -121,12 +121,3 @@ func (t *threadChooser) observe(rows, threads int, d time.Duration) {
 	b.times[c][b.n[c]%threadWindow] = d
 	b.n[c]++
 }
-
-// preferred reports the current choice for rows rows, in threads. For
-// tests and metrics.
-func (t *threadChooser) preferred(rows int) int {
-	if t.all <= 1 || t.buckets[threadBucketOf(rows)].best() == 1 {
-		return t.all
-	}
-	return 1
-}

@@ -123,3 +123,12 @@ func TestThreadChooserOneThreadPool(t *testing.T) {
 		t.Error("threadBucketOf: wrong bucket")
 	}
 }
+
+// preferred reports the chooser's current choice for rows rows, in
+// threads.
+func (t *threadChooser) preferred(rows int) int {
+	if t.all <= 1 || t.buckets[threadBucketOf(rows)].best() == 1 {
+		return t.all
+	}
+	return 1
+}
