@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -224,16 +225,61 @@ func throughputRequests(tb testing.TB, v *engine.Vocab, n, gen int, sp Speculati
 // promptLen synthetic tokens (BenchmarkCeiling's: ids spread over the
 // vocabulary, distinct per stream).
 func benchThroughputPrompt(b *testing.B, cfg Config, target *engine.Model, streams, promptLen, gen int) {
-	nv := target.Vocab().NTokens()
 	reqs := make([]Request, streams)
 	for s := range reqs {
-		p := make([]int32, promptLen)
-		for i := range p {
-			p[i] = int32(1 + (s*131+i*7)%(nv-1))
-		}
-		reqs[s] = Request{Prompt: p, MaxTokens: gen, IgnoreEOS: true}
+		reqs[s] = syntheticRequest(target, s, 0, promptLen, gen)
 	}
 	benchRun(b, benchEngine(b, cfg, target, nil), reqs)
+}
+
+// syntheticRequest is stream s's j-th request: promptLen ids spread over the
+// vocabulary, distinct per stream and request, gen tokens ignoring EOS. It
+// skips the prefix cache, so that every timed round prefills its prompts as
+// the ceiling does (the warm-up round would otherwise have cached them).
+func syntheticRequest(target *engine.Model, s, j, promptLen, gen int) Request {
+	nv := target.Vocab().NTokens()
+	p := make([]int32, promptLen)
+	for i := range p {
+		p[i] = int32(1 + (s*131+j*17+i*7)%(nv-1))
+	}
+	return Request{Prompt: p, MaxTokens: gen, IgnoreEOS: true, NoPrefixCache: true}
+}
+
+// benchClosedLoop is the arrival pattern of `specd bench` without HTTP:
+// streams clients, each sending closedLoopRequests requests one after
+// another (a new prompt arrives as soon as a request ends, so prompts are
+// prefilled next to the others' decodes rather than in one wave).
+func benchClosedLoop(b *testing.B, cfg Config, target *engine.Model, streams, promptLen, gen int) {
+	const closedLoopRequests = 8
+	e := benchEngine(b, cfg, target, nil)
+	runRequests(b, e.Scheduler, []Request{syntheticRequest(target, 0, 0, promptLen, gen)}) // warm up
+	var ntok atomic.Int64
+	s0 := e.Stats()
+	b.ResetTimer()
+	for range b.N {
+		var wg sync.WaitGroup
+		for s := range streams {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range closedLoopRequests {
+					ch, err := e.Submit(context.Background(), syntheticRequest(target, s, j, promptLen, gen))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					toks, _, last := collect(ch)
+					if last.Err != nil {
+						b.Error(last.Err)
+					}
+					ntok.Add(int64(len(toks)))
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	b.StopTimer()
+	reportRun(b, s0, e.Stats(), int(ntok.Load()))
 }
 
 // benchThroughput runs b.N rounds of `streams` concurrent requests of gen
@@ -257,7 +303,12 @@ func benchRun(b *testing.B, e *Engine, reqs []Request) {
 		}
 	}
 	b.StopTimer()
-	s1 := e.Stats()
+	reportRun(b, s0, e.Stats(), ntok)
+}
+
+// reportRun reports the metrics benchThroughput describes for a timed run
+// that made ntok tokens between the stats s0 and s1.
+func reportRun(b *testing.B, s0, s1 Stats, ntok int) {
 	step, dec := s1.StepTime-s0.StepTime, s1.DecodeTime-s0.DecodeTime
 	b.ReportMetric(float64(ntok)/b.Elapsed().Seconds(), "tok/s")
 	b.ReportMetric(100*float64(step-dec)/float64(step), "go%")
@@ -270,9 +321,11 @@ func benchRun(b *testing.B, e *Engine, reqs []Request) {
 
 // BenchmarkRealThroughput: the scheduler end to end on the real backend,
 // greedy, 128-token outputs, with a thread pool of 2 (the default) or 1
-// thread. stories260K alone without speculation; the heavy test target with
-// the stories260K draft loaded, without speculation and with the draft
-// proposer and adaptive k.
+// thread. stories260K alone without speculation (serve: the daemon's shape,
+// all requests at once; serve-closed: the same shape with the closed-loop
+// arrivals of `specd bench`, so serve-closed against `specd serve` is what
+// HTTP costs); the heavy test target with the stories260K draft loaded,
+// without speculation and with the draft proposer and adaptive k.
 func BenchmarkRealThroughput(b *testing.B) {
 	_, st, hv := benchModels(b)
 	const gen = 128
@@ -289,6 +342,10 @@ func BenchmarkRealThroughput(b *testing.B) {
 			b.Run(fmt.Sprintf("stories/none/serve/streams=%d/threads=%d", n, th), func(b *testing.B) {
 				cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
 				benchThroughputPrompt(b, cfg, st, n, 128, gen)
+			})
+			b.Run(fmt.Sprintf("stories/none/serve-closed/streams=%d/threads=%d", n, th), func(b *testing.B) {
+				cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
+				benchClosedLoop(b, cfg, st, n, 128, gen)
 			})
 		}
 		for _, n := range []int{1, 4} {
