@@ -48,6 +48,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${SPECD_CACHE:-$root/.cache}"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 SCENARIOS="1,2,3,4,5"
 RUNS=""
 QUICK=0
@@ -401,15 +403,7 @@ paired() {
     [ -f "$g" ] || continue
     a="$(jq -r "$4" "$f")"; b="$(jq -r "$4" "$g")"
     echo "$a $b"
-  done | awk 'BEGIN { split("6.314 2.920 2.353 2.132 2.015 1.943 1.895 1.860 1.833 1.812 1.796 1.782 1.771 1.761 1.753 1.746 1.740 1.734 1.729", t, " ") }
-    $1 > 0 && $2 > 0 { n++; l[n] = log($1 / $2); s += l[n] }
-    END {
-      if (n == 0) { print "–"; exit }
-      m = s / n
-      if (n == 1) { printf "%.2f\n", exp(m); exit }
-      for (i = 1; i <= n; i++) v += (l[i] - m) ^ 2
-      se = sqrt(v / (n - 1) / n); q = (n - 1 <= 19) ? t[n - 1] : 1.645
-      printf "%.2f [%.2f, %.2f]\n", exp(m), exp(m - q * se), exp(m + q * se) }'
+  done | ratio_ci
 }
 sanitize() { sed -e "s#$LLAMA_BIN/##g" -e "s#$root/##g" -e "s#$(dirname "$root")/shared#../shared#g" -e "s#$cache#.cache#g"; }
 
