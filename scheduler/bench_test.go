@@ -339,12 +339,11 @@ func BenchmarkRealThroughput(b *testing.B) {
 		for _, n := range []int{1, 4, 16, 32} {
 			// The daemon's shape and the engine's BenchmarkCeiling workload:
 			// one KV stream of 384 cells per sequence, 128-token prompts.
+			cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
 			b.Run(fmt.Sprintf("stories/none/serve/streams=%d/threads=%d", n, th), func(b *testing.B) {
-				cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
 				benchThroughputPrompt(b, cfg, st, n, 128, gen)
 			})
 			b.Run(fmt.Sprintf("stories/none/serve-closed/streams=%d/threads=%d", n, th), func(b *testing.B) {
-				cfg := Config{CtxSize: n * 384, MaxRunning: n, MaxBatchTokens: 512, Proposer: "none", Threads: th, SplitKV: true}
 				benchClosedLoop(b, cfg, st, n, 128, gen)
 			})
 		}
