@@ -5,16 +5,19 @@
 # `specd bench --json` and stops it, then the same for B. Prints every
 # round's output tok/s and B / A: the geometric mean of the per-round
 # ratios with a 90 % interval (an interval holding 1 does not tell the two
-# apart). For tuning by experiment: a thread setting, k, min_gain, a draft.
+# apart). For tuning by experiment: a thread setting, k, min_gain, a draft;
+# or for a code change: the same flags on two builds (--a-bin, --b-bin).
 #
 # usage: bench/ab.sh [--rounds N] [--out DIR] --a "SERVE FLAGS" --b "SERVE FLAGS"
-#                    [--a-env "K=V ..."] [--b-env "K=V ..."] -- BENCH FLAGS...
+#                    [--a-env "K=V ..."] [--b-env "K=V ..."]
+#                    [--a-bin SPECD] [--b-bin SPECD] -- BENCH FLAGS...
 #
 # SERVE FLAGS: everything `specd serve` needs but --host and --port (the
 # model, the draft, threads, ...). --a-env / --b-env: environment for that
-# server only (like GOMAXPROCS=1). BENCH FLAGS: `specd bench` flags but --url
-# and --json (concurrency, requests, token counts, --warmup, --sweep-k K to
-# send a k with every request). Default 8 rounds; results in DIR (default
+# server only (like GOMAXPROCS=1). --a-bin / --b-bin: that server's specd
+# binary (default $SPECD; the client is always $SPECD). BENCH FLAGS:
+# `specd bench` flags but --url and --json (concurrency, requests, token
+# counts, --warmup, --sweep-k K to send a k with every request). Default 8 rounds; results in DIR (default
 # .cache/bench/ab-<time>): rN.A.json, rN.B.json and the servers' logs.
 #
 # Environment: SPECD (binary, default bin/specd, built by `make build`),
@@ -24,6 +27,8 @@
 #   bench/ab.sh --a "--model .cache/models/heavy-q8.gguf --draft ../shared/models/stories260K.gguf --ctx-size 512 --parallel 1 --spec-k 3" \
 #               --b "--model .cache/models/heavy-q8.gguf --draft ../shared/models/stories260K.gguf --ctx-size 512 --parallel 1" \
 #               -- --concurrency 1 --requests 16 --input-tokens 64 --output-tokens 128 --warmup 1
+# A code change: git worktree add /tmp/old HEAD~1 && make -C /tmp/old build, then
+#   bench/ab.sh --a-bin /tmp/old/bin/specd --a "FLAGS" --b "FLAGS" -- ...
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +38,7 @@ die() { echo "ab.sh: $*" >&2; exit 1; }
 
 ROUNDS=8
 OUT=""
-A="" B="" AENV="" BENV=""
+A="" B="" AENV="" BENV="" ABIN="" BBIN=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -42,8 +47,10 @@ while [ $# -gt 0 ]; do
     --b) B="$2"; shift 2 ;;
     --a-env) AENV="$2"; shift 2 ;;
     --b-env) BENV="$2"; shift 2 ;;
+    --a-bin) ABIN="$2"; shift 2 ;;
+    --b-bin) BBIN="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) die "unknown flag $1 (bench flags go after --)" ;;
   esac
 done
@@ -55,6 +62,8 @@ SPECD="${SPECD:-$root/bin/specd}"
 PORT="${PORT:-18181}"
 if [ "$SPECD" = "$root/bin/specd" ]; then make -C "$root" build >/dev/null; fi
 [ -x "$SPECD" ] || die "no specd binary at $SPECD"
+ABIN="${ABIN:-$SPECD}" BBIN="${BBIN:-$SPECD}"
+for b in "$ABIN" "$BBIN"; do [ -x "$b" ] || die "no specd binary at $b"; done
 OUT="${OUT:-$root/.cache/bench/ab-$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 url="http://127.0.0.1:$PORT"
@@ -68,11 +77,11 @@ trap 'exit 130' INT TERM
 # measure SIDE ROUND BENCHFLAGS...: start SIDE's server, run the client,
 # stop the server; sets tok[SIDE] to the output tok/s.
 measure() {
-  local side="$1" r="$2" flags envs
+  local side="$1" r="$2" flags envs bin
   shift 2
-  if [ "$side" = A ]; then flags="$A" envs="$AENV"; else flags="$B" envs="$BENV"; fi
+  if [ "$side" = A ]; then flags="$A" envs="$AENV" bin="$ABIN"; else flags="$B" envs="$BENV" bin="$BBIN"; fi
   # shellcheck disable=SC2086 # the flag strings are word lists
-  env $envs "$SPECD" serve $flags --host 127.0.0.1 --port "$PORT" >"$OUT/r$r.$side.log" 2>&1 &
+  env $envs "$bin" serve $flags --host 127.0.0.1 --port "$PORT" >"$OUT/r$r.$side.log" 2>&1 &
   pid=$!
   local ok=0
   for _ in $(seq 1 600); do
@@ -92,8 +101,8 @@ measure() {
 
 : >"$OUT/pairs.txt"
 declare -A tok=()
-echo "A: $AENV specd serve $A"
-echo "B: $BENV specd serve $B"
+echo "A: $AENV $ABIN serve $A"
+echo "B: $BENV $BBIN serve $B"
 echo "client: specd bench $*"
 for r in $(seq 1 "$ROUNDS"); do
   if (( r % 2 )); then order="A B"; else order="B A"; fi
