@@ -83,13 +83,7 @@ measure() {
   # shellcheck disable=SC2086 # the flag strings are word lists
   env $envs "$bin" serve $flags --host 127.0.0.1 --port "$PORT" >"$OUT/r$r.$side.log" 2>&1 &
   pid=$!
-  local ok=0
-  for _ in $(seq 1 600); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ]; then ok=1; break; fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if [ "$ok" = 0 ]; then
+  if ! wait_ready "$url" "$pid"; then
     tail -5 "$OUT/r$r.$side.log" >&2
     die "server $side did not become ready; log: $OUT/r$r.$side.log"
   fi

@@ -70,11 +70,7 @@ start() { # NAME PORT CMD...
   if curl -s -o /dev/null "http://127.0.0.1:$port/health"; then die "port $port is already in use"; fi
   "$@" >"$OUT/$name.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 600); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; then return 0; fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
-    sleep 0.2
-  done
+  wait_ready "http://127.0.0.1:$port" "${pids[-1]}" && return 0
   tail -5 "$OUT/$name.log" >&2
   die "$name did not become ready; log: $OUT/$name.log"
 }

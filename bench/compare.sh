@@ -149,16 +149,15 @@ start() {
   printf '%q ' "$@" >"$OUT/logs/$name.cmd"
   "$@" >"$OUT/logs/$name.log" 2>&1 &
   PID[$side]=$!
-  for _ in $(seq 1 600); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; then return 0; fi
-    if ! kill -0 "${PID[$side]}" 2>/dev/null; then
-      tail -20 "$OUT/logs/$name.log" >&2
-      unset "PID[$side]"
-      die "$side server ($name) exited during start-up; log: $OUT/logs/$name.log"
-    fi
-    sleep 0.2
-  done
-  die "$side server ($name) not ready after 120 s"
+  local rc=0
+  wait_ready "http://127.0.0.1:$port" "${PID[$side]}" || rc=$?
+  case $rc in
+    0) ;;
+    1) tail -20 "$OUT/logs/$name.log" >&2
+       unset "PID[$side]"
+       die "$side server ($name) exited during start-up; log: $OUT/logs/$name.log" ;;
+    *) die "$side server ($name) not ready after 120 s" ;;
+  esac
 }
 
 stop() {

@@ -14,3 +14,15 @@ ratio_ci() {
       se = sqrt(v / (n - 1) / n); q = (n - 1 <= 19) ? t[n - 1] : 1.645
       printf "%.2f [%.2f, %.2f]\n", exp(m), exp(m - q * se), exp(m + q * se) }'
 }
+
+# wait_ready URL PID: polls URL/health until it answers 200 (true), the
+# process PID exits (false, status 1) or 120 s pass (false, status 2).
+wait_ready() {
+  local url="$1" pid="$2"
+  for _ in $(seq 1 600); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ]; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 2
+}
