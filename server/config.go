@@ -29,6 +29,13 @@ type Config struct {
 	DefaultMaxTokens int
 	// MaxN is the largest accepted `n` (choices per prompt). Default 16.
 	MaxN int
+	// StreamInterval is how many tokens' text a streamed choice sends per
+	// chunk after its first chunk, which goes out at once (vLLM's and
+	// SGLang's --stream-interval): each chunk is a socket write and a wake-up
+	// of the client, which at many concurrent streams costs the host more
+	// than the tokens do. The last chunk carries what is left. Default 1:
+	// every token as it comes.
+	StreamInterval int
 }
 
 // Defaults of Config's zero fields.
@@ -40,6 +47,7 @@ const (
 	DefaultShutdownGrace    = 10 * time.Second
 	DefaultDefaultMaxTokens = 256
 	DefaultMaxN             = 16
+	DefaultStreamInterval   = 1
 )
 
 // maxPrompts bounds the prompts of one /v1/completions request: each becomes
@@ -69,6 +77,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxN == 0 {
 		c.MaxN = DefaultMaxN
 	}
+	if c.StreamInterval == 0 {
+		c.StreamInterval = DefaultStreamInterval
+	}
 	return c
 }
 
@@ -88,6 +99,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server: DefaultMaxTokens %d < 0", c.DefaultMaxTokens)
 	case c.MaxN < 0:
 		return fmt.Errorf("server: MaxN %d < 0", c.MaxN)
+	case c.StreamInterval < 0:
+		return fmt.Errorf("server: StreamInterval %d < 0", c.StreamInterval)
 	}
 	for i, k := range c.APIKeys {
 		if k == "" {

@@ -41,6 +41,9 @@
 //     stream_options.include_obfuscation.
 //   - llama.cpp's cache_prompt (default true): false makes the prompt skip
 //     the prefix cache (it is prefilled whole; the output is the same).
+//   - Streaming sends every token as it comes, unless Config.StreamInterval
+//     N > 1 (vLLM's --stream-interval): then each chunk after the first
+//     carries the text of up to N tokens (docs/decisions/0014).
 //   - Length: max_completion_tokens, max_tokens and llama.cpp's n_predict
 //     are aliases (contradicting values are a 400; n_predict -1 means "as
 //     many as fit"). Default: min(Config.DefaultMaxTokens, room left).

@@ -302,6 +302,11 @@ type choiceState struct {
 	done   bool
 	finish string
 	usage  scheduler.Usage
+	// Streamed with StreamInterval > 1: text not sent yet, the tokens
+	// behind it, and whether the first chunk has gone out.
+	pend  []byte
+	pendN int
+	sent  bool
 }
 
 // end says why waiting for the next event stopped.
@@ -580,11 +585,35 @@ func (r *run) stream(w *bufio.Writer) {
 			return
 		}
 	}
+	writeText := func(idx int, text string) {
+		buf = strconv.AppendInt(append(buf[:0], head...), int64(idx), 10)
+		if r.g.chat {
+			buf = append(buf, `,"delta":{"content":`...)
+			buf = appendJSONString(buf, text)
+			buf = append(buf, `},"logprobs":null,"finish_reason":null`...)
+		} else {
+			buf = append(buf, `,"text":`...)
+			buf = appendJSONString(buf, text)
+			buf = append(buf, `,"logprobs":null,"finish_reason":null`...)
+		}
+		buf = append(buf, tail...)
+		_, _ = w.Write(buf)
+	}
+	// Before an error event: the text a StreamInterval held back.
+	sendHeld := func() {
+		for i := range r.choices {
+			if c := &r.choices[i]; len(c.pend) > 0 {
+				writeText(i, string(c.pend))
+				c.pend, c.pendN = c.pend[:0], 0
+			}
+		}
+	}
 	for {
 		ce, how := r.next()
 		switch how {
 		case endDone:
 			if !r.allDone() {
+				sendHeld()
 				r.streamError(w, r.failure(endNone, errNoResult))
 				return
 			}
@@ -595,27 +624,31 @@ func (r *run) stream(w *bufio.Writer) {
 			return
 		case endNone:
 		default:
+			sendHeld()
 			r.streamError(w, r.failure(how, nil))
 			return
 		}
 		err := r.apply(ce)
 		if err != nil {
+			sendHeld()
 			r.streamError(w, r.failure(endNone, err))
 			return
 		}
-		if ce.ev.Text != "" {
-			buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)
-			if r.g.chat {
-				buf = append(buf, `,"delta":{"content":`...)
-				buf = appendJSONString(buf, ce.ev.Text)
-				buf = append(buf, `},"logprobs":null,"finish_reason":null`...)
-			} else {
-				buf = append(buf, `,"text":`...)
-				buf = appendJSONString(buf, ce.ev.Text)
-				buf = append(buf, `,"logprobs":null,"finish_reason":null`...)
+		text := ce.ev.Text
+		if every := r.s.cfg.StreamInterval; every > 1 {
+			// Hold the text back until it spans every tokens (the first
+			// chunk and the last go out at once; an error event sends
+			// what is held first).
+			c := &r.choices[ce.idx]
+			c.pend = append(c.pend, text...)
+			c.pendN += len(ce.ev.Tokens)
+			text = ""
+			if len(c.pend) > 0 && (!c.sent || c.pendN >= every || ce.ev.Done) {
+				text, c.pend, c.pendN, c.sent = string(c.pend), c.pend[:0], 0, true
 			}
-			buf = append(buf, tail...)
-			_, _ = w.Write(buf)
+		}
+		if text != "" {
+			writeText(ce.idx, text)
 		}
 		if ce.ev.Done {
 			buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)

@@ -269,3 +269,60 @@ func TestAppendJSONString(t *testing.T) {
 		t.Errorf("%v allocations", n)
 	}
 }
+
+// stream_interval: after the first chunk, which goes out at once, a choice's
+// text comes in chunks of StreamInterval tokens, the rest with the finish;
+// the text is the same as with every token streamed, and a failure mid-way
+// still delivers the text made before it.
+func TestStreamInterval(t *testing.T) {
+	const body = `{"prompt":"Once","max_tokens":10,"temperature":0,"ignore_eos":true,"stream":true}`
+	collect := func(cfg Config, b Backend) (texts []string, final testResponse) {
+		_, url := startServer(t, cfg, b)
+		chunks := streamChunks(t, url+"/v1/completions", body)
+		for _, c := range chunks[:len(chunks)-1] {
+			texts = append(texts, *c.Choices[0].Text)
+		}
+		return texts, chunks[len(chunks)-1]
+	}
+	every, _ := collect(Config{}, newFake())
+	if len(every) != 10 {
+		t.Fatalf("interval 1: %d text chunks for 10 tokens: %q", len(every), every)
+	}
+	held, final := collect(Config{StreamInterval: 3}, newFake())
+	// Tokens 1 | 2-4 | 5-7 | 8-10.
+	if len(held) != 4 || held[0] != every[0] || strings.Join(held, "") != strings.Join(every, "") {
+		t.Errorf("interval 3: chunks %q, want 4 holding %q", held, strings.Join(every, ""))
+	}
+	if deref(final.Choices[0].FinishReason) != "length" {
+		t.Errorf("final chunk %+v", final)
+	}
+
+	// A failure after 5 tokens: tokens 2-4 went out, 5 was held.
+	f := newFake()
+	f.failAfter = 5
+	_, url := startServer(t, Config{StreamInterval: 3}, f)
+	resp, err := http.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var text string
+	sawError := false
+	for _, e := range sseEvents(t, resp.Body) {
+		var c struct {
+			Choices []struct{ Text string }
+			Error   *struct{ Message string }
+		}
+		if e == "[DONE]" || json.Unmarshal([]byte(e), &c) != nil {
+			continue
+		}
+		if c.Error != nil {
+			sawError = true
+		} else if len(c.Choices) > 0 {
+			text += c.Choices[0].Text
+		}
+	}
+	if want := strings.Join(every[:5], ""); !sawError || text != want {
+		t.Errorf("failure after 5 tokens: error event %v, text %q, want %q", sawError, text, want)
+	}
+}

@@ -67,6 +67,7 @@ type Config struct {
 	RequestTimeout    time.Duration `yaml:"request_timeout"`
 	ShutdownGrace     time.Duration `yaml:"shutdown_grace"`
 	DefaultMaxTokens  int           `yaml:"default_max_tokens"`
+	StreamInterval    int           `yaml:"stream_interval"`
 	LogFormat         string        `yaml:"log_format"`
 	LogLevel          string        `yaml:"log_level"`
 	file              string        // the config file read, for messages
@@ -104,6 +105,7 @@ func defaultConfig() Config {
 		RequestTimeout:   server.DefaultRequestTimeout,
 		ShutdownGrace:    server.DefaultShutdownGrace,
 		DefaultMaxTokens: server.DefaultDefaultMaxTokens,
+		StreamInterval:   server.DefaultStreamInterval,
 		LogFormat:        "text",
 		LogLevel:         "info",
 	}
@@ -143,6 +145,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"request_timeout", "request-timeout", "longest generation request"},
 	{"shutdown_grace", "shutdown-grace", "on SIGINT/SIGTERM, how long in-flight requests may finish"},
 	{"default_max_tokens", "default-max-tokens", "completion length when a request gives none"},
+	{"stream_interval", "stream-interval", "tokens of text per streamed chunk after the first (1 = every token; more = fewer writes at many streams)"},
 	{"log_format", "log-format", "log format: text or json"},
 	{"log_level", "log-level", "log level: debug, info, warn or error"},
 }
@@ -403,8 +406,8 @@ func (c Config) Validate() error {
 	if !(c.Speculative.MinGain >= 0 && c.Speculative.MinGain <= 10) {
 		return fmt.Errorf("speculative.min_gain %g: must be in [0, 10]", c.Speculative.MinGain)
 	}
-	if c.MaxBodyBytes < 1 || c.RequestTimeout <= 0 || c.ShutdownGrace < 0 || c.DefaultMaxTokens < 1 {
-		return errors.New("max_body_bytes, request_timeout and default_max_tokens must be positive, shutdown_grace not negative")
+	if c.MaxBodyBytes < 1 || c.RequestTimeout <= 0 || c.ShutdownGrace < 0 || c.DefaultMaxTokens < 1 || c.StreamInterval < 1 {
+		return errors.New("max_body_bytes, request_timeout, default_max_tokens and stream_interval must be positive, shutdown_grace not negative")
 	}
 	sc := c.SchedulerConfig()
 	if err := sc.Validate(); err != nil {
@@ -460,6 +463,7 @@ func (c Config) ServerConfig() server.Config {
 		RequestTimeout:   c.RequestTimeout,
 		ShutdownGrace:    c.ShutdownGrace,
 		DefaultMaxTokens: c.DefaultMaxTokens,
+		StreamInterval:   c.StreamInterval,
 	}
 }
 

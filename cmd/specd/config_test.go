@@ -167,6 +167,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad flash attn", "", []string{"--model", m, "--flash-attn", "maybe"}, nil, `flash-attn "maybe"`},
 		{"bad kv type", "", []string{"--model", m, "--kv-type", "f12"}, nil, `kv_type: .*"f12"`},
 		{"zero parallel", "", []string{"--model", m, "--parallel", "0"}, nil, `parallel 0`},
+		{"zero stream interval", "", []string{"--model", m, "--stream-interval", "0"}, nil, `stream_interval must be positive`},
 		{"bad port", "", []string{"--model", m}, map[string]string{"SPECD_PORT": "70000"}, `Port 70000`},
 		{"port text in env", "", []string{"--model", m}, map[string]string{"SPECD_PORT": "http"}, `SPECD_PORT: port: "http" is not an integer`},
 		{"bad duration in env", "", []string{"--model", m}, map[string]string{"SPECD_SHUTDOWN_GRACE": "soon"}, `SPECD_SHUTDOWN_GRACE: .*not a duration`},
