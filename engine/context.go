@@ -58,7 +58,7 @@ var (
 	llamaContextDefaultParams func() cContextParams
 	llamaInitFromModel        func(m uintptr, p cContextParams) uintptr
 	llamaFree                 func(ctx uintptr)
-	llamaAttachThreadpool     func(ctx, tp, tpBatch uintptr)
+	llamaAttachThreadpoolSym  uintptr
 	llamaSetNThreadsSym       uintptr
 	llamaNCtx                 func(ctx uintptr) uint32
 	llamaNCtxSeq              func(ctx uintptr) uint32
@@ -74,7 +74,7 @@ func bindContext(b *binder) {
 	b.fn(&llamaContextDefaultParams, "llama_context_default_params")
 	b.fn(&llamaInitFromModel, "llama_init_from_model")
 	b.fn(&llamaFree, "llama_free")
-	b.fn(&llamaAttachThreadpool, "llama_attach_threadpool")
+	llamaAttachThreadpoolSym = b.sym("llama_attach_threadpool")
 	llamaSetNThreadsSym = b.sym("llama_set_n_threads")
 	b.fn(&llamaNCtx, "llama_n_ctx")
 	b.fn(&llamaNCtxSeq, "llama_n_ctx_seq")
@@ -235,7 +235,8 @@ type Context struct {
 	nSeqMax int
 	nOutMax int
 	unified bool
-	threads int // of the pool's threads, how many a Decode uses
+	threads int     // of the pool's threads, how many a Decode uses
+	tp      uintptr // the ggml pool attached: pool.ptr, or its solo pool for one thread
 
 	// rowOut maps the last decoded batch's rows to output rows (-1: none).
 	rowOut []int32
@@ -308,7 +309,8 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		return nil, withLastError("engine: llama.cpp could not create a context (n_ctx %d, n_batch %d, n_seq_max %d, type_k %s, type_v %s, flash_attn %d)",
 			p.NCtx, p.NBatch, p.NSeqMax, p.TypeK, p.TypeV, p.FlashAttn)
 	}
-	llamaAttachThreadpool(ptr, pool.ptr, 0)
+	attached := pool.forThreads(n)
+	purego.SyscallN(llamaAttachThreadpoolSym, ptr, attached, attached)
 	c := &Context{
 		model:   m,
 		ptr:     ptr,
@@ -323,6 +325,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		nOutMax: p.NOutputsMax,
 		unified: p.UnifiedKV,
 		threads: n,
+		tp:      attached,
 	}
 	if c.nOutMax == 0 {
 		c.nOutMax = c.nBatch
@@ -358,14 +361,20 @@ func (c *Context) Threads() int { return c.threads }
 func (c *Context) PoolThreads() int { return c.pool.nThreads }
 
 // SetThreads sets how many of the pool's threads the next Decodes use
-// (llama_set_n_threads), clamped to [1, PoolThreads], and returns it. The
-// pool's other threads sleep after a short spin. On a closed context it
-// does nothing.
+// (llama_set_n_threads), clamped to [1, PoolThreads], and returns it. One
+// thread runs on the pool's one-thread companion, and the pool's workers
+// sleep until a decode on more threads (see ThreadPool). On a closed
+// context it does nothing.
 func (c *Context) SetThreads(n int) int {
 	n = max(1, min(n, c.pool.nThreads))
 	if c.ptr != 0 && n != c.threads {
 		// Through call, as Decode: the scheduler may switch per decode.
 		a := c.args[:3]
+		if tp := c.pool.forThreads(n); tp != c.tp {
+			a[0], a[1], a[2] = c.ptr, tp, tp
+			c.call(llamaAttachThreadpoolSym, a)
+			c.tp = tp
+		}
 		a[0], a[1], a[2] = c.ptr, i32(int32(n)), i32(int32(n))
 		c.call(llamaSetNThreadsSym, a)
 		c.threads = n

@@ -522,10 +522,11 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		t.Error("SeqRemove failed")
 	}
 	// Switching threads (decode_threads auto, when the choice changes):
-	// llama_set_n_threads logs at debug level, and the log callback into
-	// Go costs one allocation even when the line is dropped unread.
+	// llama_attach_threadpool and llama_set_n_threads each log at debug
+	// level, and the log callback into Go costs one allocation even when
+	// the line is dropped unread.
 	n := 0
-	if a := testing.AllocsPerRun(50, func() { n++; c.SetThreads(1 + n%2) }); a > 1 {
+	if a := testing.AllocsPerRun(50, func() { n++; c.SetThreads(1 + n%2) }); a > 2 {
 		t.Errorf("SetThreads allocates %.1f times per call", a)
 	}
 }
@@ -606,10 +607,20 @@ func TestSetThreads(t *testing.T) {
 		}
 		return out
 	}
+	// One thread runs on the pool's one-thread companion, so that the
+	// large pool's worker is not kicked (and left spinning) by the decode.
+	attached := func(want uintptr, what string) {
+		t.Helper()
+		if want == 0 || c.tp != want {
+			t.Fatalf("on %s: attached pool %#x, want %#x (pool %#x, solo %#x)", what, c.tp, want, c.pool.ptr, c.pool.solo)
+		}
+	}
+	attached(c.pool.solo, "ComputeThreads 1")
 	one := logits()
 	if got := c.SetThreads(5); got != 2 || c.Threads() != 2 {
 		t.Fatalf("SetThreads(5) on a pool of 2 = %d, Threads %d; want 2", got, c.Threads())
 	}
+	attached(c.pool.ptr, "SetThreads(5)")
 	two := logits()
 	for i := range one {
 		if one[i] != two[i] {
@@ -618,6 +629,13 @@ func TestSetThreads(t *testing.T) {
 	}
 	if got := c.SetThreads(0); got != 1 {
 		t.Errorf("SetThreads(0) = %d, want 1", got)
+	}
+	attached(c.pool.solo, "SetThreads(0)")
+	again := logits()
+	for i := range one {
+		if one[i] != again[i] {
+			t.Fatalf("logit %d: %g on 1 thread, %g back on 1 thread after 2", i, one[i], again[i])
+		}
 	}
 }
 

@@ -25,9 +25,19 @@ type cThreadpoolParams struct {
 // creates and joins its worker threads on every llama_decode, which makes a
 // one-token decode about a hundred times slower. One pool may serve several
 // contexts that never decode at the same time (a target and its draft).
+//
+// A pool of more than one thread carries a second, one-thread pool (solo)
+// for the decodes that a context runs on one thread (Context.SetThreads):
+// ggml kicks every worker of the attached pool at each graph, even one that
+// uses a single thread, and a kicked worker spins for the next graph; on
+// solo nothing else wakes, and ggml pauses the large pool (its workers
+// sleep) when a context's backend switches from it to solo, so the cores
+// it would spin on go to the HTTP server and other processes. Attaching the
+// large pool again resumes it.
 type ThreadPool struct {
 	lib      *Library
 	ptr      uintptr
+	solo     uintptr // a one-thread pool, or 0
 	nThreads int
 	once     sync.Once
 }
@@ -44,7 +54,21 @@ func (l *Library) NewThreadPool(nThreads int) (*ThreadPool, error) {
 	if r == 0 {
 		return nil, withLastError("engine: ggml_threadpool_new(%d threads) failed", nThreads)
 	}
-	return &ThreadPool{lib: l, ptr: r, nThreads: nThreads}, nil
+	tp := &ThreadPool{lib: l, ptr: r, nThreads: nThreads}
+	if nThreads > 1 {
+		// Without it one-thread decodes run on the large pool, as before.
+		ggmlThreadpoolParamsInit(&p, 1)
+		tp.solo, _, _ = purego.SyscallN(l.threadpoolNew, uintptr(unsafe.Pointer(&p)))
+	}
+	return tp, nil
+}
+
+// forThreads is the ggml pool a decode on n threads attaches.
+func (p *ThreadPool) forThreads(n int) uintptr {
+	if n == 1 && p.solo != 0 {
+		return p.solo
+	}
+	return p.ptr
 }
 
 // Threads is the number of compute threads.
@@ -58,5 +82,9 @@ func (p *ThreadPool) Close() {
 	p.once.Do(func() {
 		purego.SyscallN(p.lib.threadpoolFree, p.ptr)
 		p.ptr = 0
+		if p.solo != 0 {
+			purego.SyscallN(p.lib.threadpoolFree, p.solo)
+			p.solo = 0
+		}
 	})
 }
