@@ -153,6 +153,14 @@ type ContextParams struct {
 	// 0 means all of them. A tiny draft model can decode faster on one
 	// thread than on two: ggml synchronises threads after every graph node.
 	ComputeThreads int
+	// OneThreadOnPool runs the context's one-thread decodes on the pool
+	// itself, whose workers are kicked and keep polling, instead of on
+	// its one-thread companion (see ThreadPool). For a context whose
+	// one-thread decodes alternate with another context's decodes on all
+	// of the pool (a draft beside its target): switching to the companion
+	// pauses the pool, and each of the other's decodes then waits for the
+	// workers to wake.
+	OneThreadOnPool bool
 	// UnifiedKV lets all sequences draw cells from one pool, which is what
 	// makes SeqCopy share cells (prefix caching).
 	UnifiedKV    bool
@@ -237,6 +245,7 @@ type Context struct {
 	unified bool
 	threads int     // of the pool's threads, how many a Decode uses
 	tp      uintptr // the ggml pool attached: pool.ptr, or its solo pool for one thread
+	onPool  bool    // ContextParams.OneThreadOnPool
 
 	// rowOut maps the last decoded batch's rows to output rows (-1: none).
 	rowOut []int32
@@ -309,7 +318,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		return nil, withLastError("engine: llama.cpp could not create a context (n_ctx %d, n_batch %d, n_seq_max %d, type_k %s, type_v %s, flash_attn %d)",
 			p.NCtx, p.NBatch, p.NSeqMax, p.TypeK, p.TypeV, p.FlashAttn)
 	}
-	attached := pool.forThreads(n)
+	attached := pool.forThreads(n, p.OneThreadOnPool)
 	purego.SyscallN(llamaAttachThreadpoolSym, ptr, attached, attached)
 	c := &Context{
 		model:   m,
@@ -326,6 +335,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		unified: p.UnifiedKV,
 		threads: n,
 		tp:      attached,
+		onPool:  p.OneThreadOnPool,
 	}
 	if c.nOutMax == 0 {
 		c.nOutMax = c.nBatch
@@ -370,7 +380,7 @@ func (c *Context) SetThreads(n int) int {
 	if c.ptr != 0 && n != c.threads {
 		// Through call, as Decode: the scheduler may switch per decode.
 		a := c.args[:3]
-		if tp := c.pool.forThreads(n); tp != c.tp {
+		if tp := c.pool.forThreads(n, c.onPool); tp != c.tp {
 			a[0], a[1], a[2] = c.ptr, tp, tp
 			c.call(llamaAttachThreadpoolSym, a)
 			c.tp = tp

@@ -631,6 +631,11 @@ func TestSetThreads(t *testing.T) {
 		t.Errorf("SetThreads(0) = %d, want 1", got)
 	}
 	attached(c.pool.solo, "SetThreads(0)")
+	// A draft's context keeps its one-thread decodes on the shared pool.
+	d := newCtx(t, m, ContextParams{ThreadPool: c.pool, ComputeThreads: 1, OneThreadOnPool: true, FlashAttn: FlashAttnOff})
+	if d.tp != c.pool.ptr || d.SetThreads(2) != 2 || d.tp != c.pool.ptr || d.SetThreads(1) != 1 || d.tp != c.pool.ptr {
+		t.Fatalf("OneThreadOnPool: attached %#x, want the pool %#x throughout", d.tp, c.pool.ptr)
+	}
 	again := logits()
 	for i := range one {
 		if one[i] != again[i] {

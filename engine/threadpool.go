@@ -63,9 +63,10 @@ func (l *Library) NewThreadPool(nThreads int) (*ThreadPool, error) {
 	return tp, nil
 }
 
-// forThreads is the ggml pool a decode on n threads attaches.
-func (p *ThreadPool) forThreads(n int) uintptr {
-	if n == 1 && p.solo != 0 {
+// forThreads is the ggml pool a decode on n threads attaches; onPool keeps
+// one-thread decodes on the pool too (ContextParams.OneThreadOnPool).
+func (p *ThreadPool) forThreads(n int, onPool bool) uintptr {
+	if n == 1 && p.solo != 0 && !onPool {
 		return p.solo
 	}
 	return p.ptr
