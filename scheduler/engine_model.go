@@ -83,12 +83,15 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		return nil, err
 	}
 	fa := map[string]engine.FlashAttn{"off": engine.FlashAttnOff, "on": engine.FlashAttnOn, "auto": engine.FlashAttnAuto}[cfg.FlashAttn]
-	mk := func(m *engine.Model, outputs int, isDraft bool) (*engine.Context, *engine.Batch, error) {
+	mk := func(m *engine.Model, outputs int) (*engine.Context, *engine.Batch, error) {
 		p := engine.DefaultContextParams()
-		// The draft's one-thread decodes sit between the target's
-		// verifies on all threads: pausing the pool for them would make
-		// every verify wait for the workers to wake (engine.ThreadPool).
-		p.OneThreadOnPool = isDraft
+		// With a draft, one-thread decodes (the draft's, and the
+		// target's one-row ones) sit between decodes on all threads:
+		// pausing the pool for them makes the next decode wait for the
+		// workers to wake, which the thread chooser does not see, and it
+		// made adaptive k unstable on the heavy pair (decision 0002). The
+		// one-thread pool is for a target alone.
+		p.OneThreadOnPool = draft != nil
 		p.NCtx = cfg.CtxSize
 		p.NBatch = cfg.MaxBatchTokens
 		p.NUBatch = cfg.MaxBatchTokens
@@ -111,7 +114,7 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		}
 		return c, b, nil
 	}
-	if e.tctx, e.tbatch, err = mk(target, min(cfg.MaxBatchTokens, cfg.MaxRunning*(cfg.KMax+1)), false); err != nil {
+	if e.tctx, e.tbatch, err = mk(target, min(cfg.MaxBatchTokens, cfg.MaxRunning*(cfg.KMax+1))); err != nil {
 		return nil, fmt.Errorf("target context: %w", err)
 	}
 	if cfg.SplitKV {
@@ -122,7 +125,7 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 	}
 	var dm Model
 	if draft != nil {
-		if e.dctx, e.dbatch, err = mk(draft, cfg.MaxRunning, true); err != nil {
+		if e.dctx, e.dbatch, err = mk(draft, cfg.MaxRunning); err != nil {
 			return nil, fmt.Errorf("draft context: %w", err)
 		}
 		dm = e.model(cfg, e.dctx, e.dbatch)
