@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +36,18 @@ func init() {
 // load); load target and draft; build the scheduler; serve ready. On
 // SIGINT/SIGTERM: server.Shutdown (in-flight requests get shutdown_grace),
 // scheduler Close, wait for Run, free contexts and models; return nil.
+// goProcs is the GOMAXPROCS that serve sets: the cores the compute threads
+// leave to Go (the HTTP server, the scheduler's bookkeeping), at least 1
+// (decision 0002). 0 when GOMAXPROCS is in the environment: Go's reading
+// of it stands. cpus is Go's own default, which follows CPU affinity and
+// cgroup limits.
+func goProcs(lookup func(string) (string, bool), threads, cpus int) int {
+	if _, ok := lookup("GOMAXPROCS"); ok {
+		return 0
+	}
+	return max(1, cpus-threads)
+}
+
 func runServe(args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve")
 	fs.SetOutput(stderr)
@@ -54,6 +67,9 @@ func runServe(args []string, lookup func(string) (string, bool), stdout, stderr 
 		return err
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if n := goProcs(lookup, cfg.Threads, runtime.GOMAXPROCS(0)); n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
 
 	b := &daemonBackend{id: cfg.ModelAlias}
 	srv, err := server.New(cfg.ServerConfig(), b, log)
@@ -98,7 +114,7 @@ func runServe(args []string, lookup func(string) (string, bool), stdout, stderr 
 	addr := ln.Addr().String()
 	log.Info("ready", "addr", addr, "model", cfg.ModelAlias, "draft", cfg.Draft != "",
 		"proposer", cfg.Speculative.Proposer, "ctx_size", cfg.CtxSize, "parallel", cfg.Parallel,
-		"max_seq_len", m.ctxSize, "threads", cfg.Threads, "chat_template", m.templateName)
+		"max_seq_len", m.ctxSize, "threads", cfg.Threads, "go_procs", runtime.GOMAXPROCS(0), "chat_template", m.templateName)
 	fmt.Fprintf(stdout, "specd listening on http://%s\n", addr)
 
 	var runErr error

@@ -273,3 +273,24 @@ func TestServeStartupErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestGoProcs(t *testing.T) {
+	env := func(m map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	for _, c := range []struct {
+		name                string
+		env                 map[string]string
+		threads, cpus, want int
+	}{
+		{"threads take every core", nil, 2, 2, 1},
+		{"threads take more than every core", nil, 8, 2, 1},
+		{"cores left over", nil, 4, 16, 12},
+		{"one thread on two cores", nil, 1, 2, 1},
+		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "8"}, 2, 2, 0},
+	} {
+		if got := goProcs(env(c.env), c.threads, c.cpus); got != c.want {
+			t.Errorf("%s: goProcs(threads %d, cpus %d) = %d, want %d", c.name, c.threads, c.cpus, got, c.want)
+		}
+	}
+}
