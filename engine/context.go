@@ -155,11 +155,11 @@ type ContextParams struct {
 	ComputeThreads int
 	// OneThreadOnPool runs the context's one-thread decodes on the pool
 	// itself, whose workers are kicked and keep polling, instead of on
-	// its one-thread companion (see ThreadPool). For a context whose
-	// one-thread decodes alternate with another context's decodes on all
-	// of the pool (a draft beside its target): switching to the companion
-	// pauses the pool, and each of the other's decodes then waits for the
-	// workers to wake.
+	// its one-thread companion (see ThreadPool). For contexts whose
+	// one-thread decodes alternate with decodes on all of the pool (a
+	// target and its draft; the scheduler sets it for both): switching to
+	// the companion pauses the pool, and the next decode on all of it
+	// then waits for the workers to wake.
 	OneThreadOnPool bool
 	// UnifiedKV lets all sequences draw cells from one pool, which is what
 	// makes SeqCopy share cells (prefix caching).
@@ -373,8 +373,8 @@ func (c *Context) PoolThreads() int { return c.pool.nThreads }
 // SetThreads sets how many of the pool's threads the next Decodes use
 // (llama_set_n_threads), clamped to [1, PoolThreads], and returns it. One
 // thread runs on the pool's one-thread companion, and the pool's workers
-// sleep until a decode on more threads (see ThreadPool). On a closed
-// context it does nothing.
+// sleep until a decode on more threads (see ThreadPool), unless
+// ContextParams.OneThreadOnPool. On a closed context it does nothing.
 func (c *Context) SetThreads(n int) int {
 	n = max(1, min(n, c.pool.nThreads))
 	if c.ptr != 0 && n != c.threads {

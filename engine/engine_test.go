@@ -631,7 +631,8 @@ func TestSetThreads(t *testing.T) {
 		t.Errorf("SetThreads(0) = %d, want 1", got)
 	}
 	attached(c.pool.solo, "SetThreads(0)")
-	// A draft's context keeps its one-thread decodes on the shared pool.
+	// OneThreadOnPool (a target with a draft) keeps one-thread decodes on
+	// the shared pool.
 	d := newCtx(t, m, ContextParams{ThreadPool: c.pool, ComputeThreads: 1, OneThreadOnPool: true, FlashAttn: FlashAttnOff})
 	if d.tp != c.pool.ptr || d.SetThreads(2) != 2 || d.tp != c.pool.ptr || d.SetThreads(1) != 1 || d.tp != c.pool.ptr {
 		t.Fatalf("OneThreadOnPool: attached %#x, want the pool %#x throughout", d.tp, c.pool.ptr)

@@ -36,18 +36,6 @@ func init() {
 // load); load target and draft; build the scheduler; serve ready. On
 // SIGINT/SIGTERM: server.Shutdown (in-flight requests get shutdown_grace),
 // scheduler Close, wait for Run, free contexts and models; return nil.
-// goProcs is the GOMAXPROCS that serve sets: the cores the compute threads
-// leave to Go (the HTTP server, the scheduler's bookkeeping), at least 1
-// (decision 0002). 0 when GOMAXPROCS is in the environment: Go's reading
-// of it stands. cpus is Go's own default, which follows CPU affinity and
-// cgroup limits.
-func goProcs(lookup func(string) (string, bool), threads, cpus int) int {
-	if _, ok := lookup("GOMAXPROCS"); ok {
-		return 0
-	}
-	return max(1, cpus-threads)
-}
-
 func runServe(args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve")
 	fs.SetOutput(stderr)
@@ -312,4 +300,16 @@ func (b *daemonBackend) Stats() scheduler.Stats {
 		return m.eng.Stats()
 	}
 	return scheduler.Stats{}
+}
+
+// goProcs is the GOMAXPROCS that serve sets: the cores the compute threads
+// leave to Go (the HTTP server, the scheduler's bookkeeping), at least 1
+// (decision 0002). 0 when GOMAXPROCS is in the environment: Go's reading
+// of it stands. cpus is Go's own default, which follows CPU affinity and
+// cgroup limits.
+func goProcs(lookup func(string) (string, bool), threads, cpus int) int {
+	if _, ok := lookup("GOMAXPROCS"); ok {
+		return 0
+	}
+	return max(1, cpus-threads)
 }
