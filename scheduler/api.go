@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"specd/specdec"
 )
 
 // Errors Submit returns before a request is queued. The server maps them to
@@ -44,13 +46,34 @@ type Request struct {
 	NoPrefixCache bool
 	Speculative   Speculative
 	Prediction    []int32 // OpenAI Predicted Outputs, tokenized; used as the draft
+	// Logprobs: report each generated token's log-probability and the
+	// TopLogprobs (0..specdec.MaxTopLogprobs) most likely tokens at its
+	// position (Event.Logprobs).
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// TokenLogprob is a token and its log-probability under the target model's
+// own distribution (log-softmax of its logits: temperature 1, no top-k,
+// top-p or min-p), what OpenAI's logprobs report.
+type TokenLogprob = specdec.TokenLogprob
+
+// Logprob is one generated token's log-probability and the most likely
+// tokens at its position, most likely first.
+type Logprob struct {
+	Token   int32
+	Logprob float32
+	Top     []TokenLogprob
 }
 
 // Event is what a request's channel carries: zero or more events with new
 // text, then exactly one with Done set. The channel is closed after Done.
 type Event struct {
-	Text         string  // new text, always whole UTF-8 characters
-	Tokens       []int32 // the tokens behind Text (may be longer than Text shows while a stop string is pending)
+	Text   string  // new text, always whole UTF-8 characters
+	Tokens []int32 // the tokens behind Text (may be longer than Text shows while a stop string is pending)
+	// Logprobs (Request.Logprobs): one per token of Tokens, except an
+	// end-of-generation token that ended the sequence (it has no text).
+	Logprobs     []Logprob
 	Done         bool
 	FinishReason string // on Done: "stop" (EOG or stop string) or "length"
 	Err          error  // on Done: non-nil if the request failed

@@ -276,6 +276,9 @@ func (s *Scheduler) validate(r *Request) error {
 	if r.Speculative.K < 0 || r.Speculative.K > s.cfg.KMax {
 		return fmt.Errorf("%w: speculative.k %d: must be in 0..%d", ErrBadRequest, r.Speculative.K, s.cfg.KMax)
 	}
+	if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {
+		return fmt.Errorf("%w: top_logprobs %d: must be in 0..%d, with logprobs on", ErrBadRequest, r.TopLogprobs, specdec.MaxTopLogprobs)
+	}
 	smp := specdec.SamplingParams{Temperature: r.Sampling.Temperature, TopK: r.Sampling.TopK, TopP: r.Sampling.TopP, MinP: r.Sampling.MinP, Seed: r.Sampling.Seed}
 	if err := smp.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadRequest, err)

@@ -719,7 +719,7 @@ func (s *Scheduler) updateOne(it *item) {
 		s.alloc.Trim(q.slot, q.computed)
 	}
 	q.dcomputed = min(q.dcomputed, q.computed)
-	s.appendTokens(q, out)
+	s.appendTokens(q, out, rows)
 	if !q.finished {
 		s.alloc.Commit(q.slot, q.tokens[:s.committable(q)])
 	}
@@ -737,11 +737,12 @@ func (s *Scheduler) committable(q *seq) int {
 
 // appendTokens adds verified tokens to q, streams their text and finishes q
 // on an end-of-generation token, a stop string, max_tokens or a full context.
-func (s *Scheduler) appendTokens(q *seq, toks []int32) {
+// rows[i] are the target's logits that toks[i] was chosen from (logprobs).
+func (s *Scheduler) appendTokens(q *seq, toks []int32, rows [][]float32) {
 	var piece [64]byte
 	ev := Event{}
 	reason := ""
-	for _, t := range toks {
+	for i, t := range toks {
 		if q.firstTok.IsZero() {
 			q.firstTok = time.Now()
 		}
@@ -751,6 +752,11 @@ func (s *Scheduler) appendTokens(q *seq, toks []int32) {
 		if !q.req.IgnoreEOS && s.vocab.IsEOG(t) {
 			reason = "stop"
 			break
+		}
+		if q.req.Logprobs {
+			lp := Logprob{Token: t}
+			lp.Logprob, lp.Top = specdec.Logprobs(rows[i], t, q.req.TopLogprobs, nil)
+			ev.Logprobs = append(ev.Logprobs, lp)
 		}
 		text, stopped := q.out.push(s.vocab.AppendPiece(piece[:0], t, false))
 		ev.Text += text
@@ -813,6 +819,7 @@ func (s *Scheduler) deliver(q *seq, ev Event, final bool) {
 	if q.hasPend {
 		q.pending.Text += ev.Text
 		q.pending.Tokens = append(q.pending.Tokens, ev.Tokens...)
+		q.pending.Logprobs = append(q.pending.Logprobs, ev.Logprobs...)
 		if ev.Done {
 			q.pending.Done, q.pending.FinishReason, q.pending.Err, q.pending.Usage = true, ev.FinishReason, ev.Err, ev.Usage
 		}

@@ -25,6 +25,9 @@ type Backend interface {
 	// ending with the assistant's turn opened. Its error text is shown to
 	// the client in a 400.
 	ApplyChatTemplate(msgs []scheduler.ChatMessage) (string, error)
+	// TokenPiece is token t's text as generated text shows it (special
+	// tokens have none), for logprobs.
+	TokenPiece(t int32) string
 	ModelID() string
 	ContextSize() int // max tokens of one sequence (prompt + completion)
 	VocabSize() int   // token ids of array prompts must be in [0, VocabSize)

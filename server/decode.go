@@ -3,11 +3,13 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
 
 	"specd/scheduler"
+	"specd/specdec"
 )
 
 // genRequest is a decoded, validated /v1/completions or /v1/chat/completions
@@ -32,6 +34,9 @@ type genRequest struct {
 
 	stream       bool
 	includeUsage bool
+
+	logprobs    bool // report logprobs; topLogprobs alternatives per token
+	topLogprobs int
 
 	prediction    string
 	hasPrediction bool
@@ -119,8 +124,6 @@ var unsupported = []struct {
 	name    string
 	neutral neutral
 }{
-	{"logprobs", rawIs("false", "0")},
-	{"top_logprobs", numIs(0)},
 	{"logit_bias", emptyObject},
 	{"presence_penalty", numIs(0)},
 	{"frequency_penalty", numIs(0)},
@@ -217,6 +220,9 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		return nil, e
 	}
 	if e = g.decodeStreamOptions(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeLogprobs(m); e != nil {
 		return nil, e
 	}
 	if e = g.decodePrediction(m); e != nil {
@@ -513,6 +519,47 @@ func (g *genRequest) decodeStop(m map[string]json.RawMessage) *apiError {
 			return invalidValue("stop", "stop sequences must not be empty")
 		}
 	}
+	return nil
+}
+
+// decodeLogprobs reads OpenAI's logprobs: on chat a boolean plus
+// top_logprobs (0..20 alternatives, only with logprobs true); on
+// completions an integer N (0..20; the sampled token's logprob and N
+// alternatives), where false, like null, asks for none.
+func (g *genRequest) decodeLogprobs(m map[string]json.RawMessage) *apiError {
+	const most = specdec.MaxTopLogprobs
+	if g.chat {
+		var e *apiError
+		if g.logprobs, _, e = optBool(m, "logprobs"); e != nil {
+			return e
+		}
+		n, ok, e := optInt(m, "top_logprobs")
+		if e != nil {
+			return e
+		}
+		if ok && (n < 0 || n > most) {
+			return invalidValue("top_logprobs", "'top_logprobs' must be between 0 and %d, got %d", most, n)
+		}
+		if n > 0 && !g.logprobs {
+			return invalidValue("top_logprobs", "'top_logprobs' needs 'logprobs': true")
+		}
+		g.topLogprobs = int(n)
+		return nil
+	}
+	if r, ok := m["top_logprobs"]; ok && !numIs(0)(r) {
+		return invalidValue("top_logprobs", "completions take 'logprobs': N (the number of alternatives), not 'top_logprobs'")
+	}
+	if r, ok := m["logprobs"]; ok && string(r) == "false" {
+		return nil
+	}
+	n, ok, e := optInt(m, "logprobs")
+	if e != nil {
+		return wrongType("logprobs", fmt.Sprintf("an integer between 0 and %d (the number of alternatives per token)", most))
+	}
+	if ok && (n < 0 || n > most) {
+		return invalidValue("logprobs", "'logprobs' must be between 0 and %d, got %d", most, n)
+	}
+	g.logprobs, g.topLogprobs = ok, int(n)
 	return nil
 }
 

@@ -46,6 +46,20 @@ var fakeStory = strings.Fields("Once upon a time there was a little cat who like
 
 func newFake() *fakeBackend { return &fakeBackend{} }
 
+// TokenPiece: generated tokens 10.. are the story's words (with offset 0),
+// prompt tokens 3..258 bytes.
+func (f *fakeBackend) TokenPiece(t int32) string {
+	switch {
+	case t >= 10 && t < 110 && t == 10:
+		return fakeStory[0]
+	case t >= 10 && t < 110:
+		return " " + fakeStory[int(t-10)%len(fakeStory)]
+	case t >= 3 && t < 259:
+		return string([]byte{byte(t - 3)})
+	}
+	return ""
+}
+
 func (f *fakeBackend) ModelID() string  { return fakeModel }
 func (f *fakeBackend) ContextSize() int { return fakeCtx }
 func (f *fakeBackend) VocabSize() int   { return fakeVocab }
@@ -168,8 +182,22 @@ func (f *fakeBackend) generate(fr *fakeReq, ch chan<- scheduler.Event) {
 			}
 		}
 		if text != "" {
+			tok := int32(10 + i%100)
+			ev := scheduler.Event{Text: text, Tokens: []int32{tok}}
+			if r.Logprobs {
+				// The sampled token is the likeliest; then tokens 3, 4, ...
+				lp := scheduler.Logprob{Token: tok, Logprob: -0.25}
+				for j := range r.TopLogprobs {
+					if j == 0 {
+						lp.Top = append(lp.Top, scheduler.TokenLogprob{Token: tok, Logprob: -0.25})
+					} else {
+						lp.Top = append(lp.Top, scheduler.TokenLogprob{Token: int32(2 + j), Logprob: -1 - float32(j)})
+					}
+				}
+				ev.Logprobs = []scheduler.Logprob{lp}
+			}
 			select {
-			case ch <- scheduler.Event{Text: text, Tokens: []int32{int32(10 + i%100)}}:
+			case ch <- ev:
 			case <-fr.ctx.Done():
 				fr.cancelled.Store(true)
 				end(fr.ctx.Err())

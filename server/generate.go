@@ -218,6 +218,8 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				IgnoreEOS:     g.ignoreEOS,
 				NoPrefixCache: g.noCache,
 				Speculative:   g.speculative,
+				Logprobs:      g.logprobs,
+				TopLogprobs:   g.topLogprobs,
 			}
 			if pred != nil {
 				r.Prediction = append([]int32(nil), pred...)
@@ -304,9 +306,14 @@ type choiceState struct {
 	usage  scheduler.Usage
 	// Streamed with StreamInterval > 1: text not sent yet, the tokens
 	// behind it, and whether the first chunk has gone out.
-	pend  []byte
-	pendN int
-	sent  bool
+	pend   []byte
+	pendN  int
+	pendLP []scheduler.Logprob
+	sent   bool
+	// Logprobs: every token's (non-streamed), and completions' text_offset
+	// of the next token.
+	lps    []scheduler.Logprob
+	offset int
 }
 
 // end says why waiting for the next event stopped.
@@ -437,7 +444,9 @@ func (r *run) collect() ([]byte, *apiError) {
 		if how != endNone {
 			return nil, r.failure(how, nil)
 		}
-		r.choices[ce.idx].text.WriteString(ce.ev.Text)
+		c := &r.choices[ce.idx]
+		c.text.WriteString(ce.ev.Text)
+		c.lps = append(c.lps, ce.ev.Logprobs...)
 		if err := r.apply(ce); err != nil {
 			return nil, r.failure(endNone, err)
 		}
@@ -451,6 +460,9 @@ func (r *run) collect() ([]byte, *apiError) {
 		c := &r.choices[i]
 		text := c.text.String()
 		resp.Choices[i] = choiceJSON{Index: i, FinishReason: c.finish}
+		if r.g.logprobs {
+			resp.Choices[i].Logprobs = r.appendLogprobs(nil, c.lps, &c.offset)
+		}
 		if r.g.chat {
 			resp.Choices[i].Message = &messageJSON{Role: "assistant", Content: text}
 		} else {
@@ -477,11 +489,11 @@ type response struct {
 }
 
 type choiceJSON struct {
-	Index        int          `json:"index"`
-	Text         *string      `json:"text,omitempty"`
-	Message      *messageJSON `json:"message,omitempty"`
-	Logprobs     *struct{}    `json:"logprobs"` // always null
-	FinishReason string       `json:"finish_reason"`
+	Index        int             `json:"index"`
+	Text         *string         `json:"text,omitempty"`
+	Message      *messageJSON    `json:"message,omitempty"`
+	Logprobs     json.RawMessage `json:"logprobs"` // null unless asked for
+	FinishReason string          `json:"finish_reason"`
 }
 
 type messageJSON struct {
@@ -585,26 +597,32 @@ func (r *run) stream(w *bufio.Writer) {
 			return
 		}
 	}
-	writeText := func(idx int, text string) {
+	writeText := func(idx int, text string, lps []scheduler.Logprob) {
 		buf = strconv.AppendInt(append(buf[:0], head...), int64(idx), 10)
 		if r.g.chat {
 			buf = append(buf, `,"delta":{"content":`...)
 			buf = appendJSONString(buf, text)
-			buf = append(buf, `},"logprobs":null,"finish_reason":null`...)
+			buf = append(buf, '}')
 		} else {
 			buf = append(buf, `,"text":`...)
 			buf = appendJSONString(buf, text)
-			buf = append(buf, `,"logprobs":null,"finish_reason":null`...)
 		}
+		buf = append(buf, `,"logprobs":`...)
+		if r.g.logprobs {
+			buf = r.appendLogprobs(buf, lps, &r.choices[idx].offset)
+		} else {
+			buf = append(buf, "null"...)
+		}
+		buf = append(buf, `,"finish_reason":null`...)
 		buf = append(buf, tail...)
 		_, _ = w.Write(buf)
 	}
 	// Before an error event: the text a StreamInterval held back.
 	sendHeld := func() {
 		for i := range r.choices {
-			if c := &r.choices[i]; len(c.pend) > 0 {
-				writeText(i, string(c.pend))
-				c.pend, c.pendN = c.pend[:0], 0
+			if c := &r.choices[i]; len(c.pend) > 0 || len(c.pendLP) > 0 {
+				writeText(i, string(c.pend), c.pendLP)
+				c.pend, c.pendN, c.pendLP = c.pend[:0], 0, c.pendLP[:0]
 			}
 		}
 	}
@@ -634,21 +652,23 @@ func (r *run) stream(w *bufio.Writer) {
 			r.streamError(w, r.failure(endNone, err))
 			return
 		}
-		text := ce.ev.Text
+		text, lps := ce.ev.Text, ce.ev.Logprobs
 		if every := r.s.cfg.StreamInterval; every > 1 {
 			// Hold the text back until it spans every tokens (the first
 			// chunk and the last go out at once; an error event sends
 			// what is held first).
 			c := &r.choices[ce.idx]
 			c.pend = append(c.pend, text...)
+			c.pendLP = append(c.pendLP, lps...)
 			c.pendN += len(ce.ev.Tokens)
-			text = ""
-			if len(c.pend) > 0 && (!c.sent || c.pendN >= every || ce.ev.Done) {
-				text, c.pend, c.pendN, c.sent = string(c.pend), c.pend[:0], 0, true
+			text, lps = "", nil
+			if (len(c.pend) > 0 || len(c.pendLP) > 0) && (!c.sent || c.pendN >= every || ce.ev.Done) {
+				text, lps, c.sent = string(c.pend), c.pendLP, true
+				c.pend, c.pendN, c.pendLP = c.pend[:0], 0, c.pendLP[:0]
 			}
 		}
-		if text != "" {
-			writeText(ce.idx, text)
+		if text != "" || len(lps) > 0 {
+			writeText(ce.idx, text, lps)
 		}
 		if ce.ev.Done {
 			buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)

@@ -80,6 +80,10 @@ func (r *realStories) ApplyChatTemplate(msgs []scheduler.ChatMessage) (string, e
 	return r.target.ApplyChatTemplate(r.tmpl, em, true)
 }
 
+func (r *realStories) TokenPiece(t int32) string {
+	return string(r.target.Vocab().AppendPiece(nil, t, false))
+}
+
 func (r *realStories) ModelID() string        { return "stories260K" }
 func (r *realStories) ContextSize() int       { return r.eng.Config().MaxSeqLen }
 func (r *realStories) VocabSize() int         { return r.target.Vocab().NTokens() }

@@ -106,9 +106,9 @@ func TestSDKErrors(t *testing.T) {
 		{"temperature", nil, func() error {
 			return chat(sdkClient(url), openai.ChatCompletionNewParams{Model: fakeModel, Messages: msgs, Temperature: openai.Float(9)})
 		}, http.StatusBadRequest, "temperature"},
-		{"logprobs", nil, func() error {
-			return chat(sdkClient(url), openai.ChatCompletionNewParams{Model: fakeModel, Messages: msgs, Logprobs: openai.Bool(true)})
-		}, http.StatusBadRequest, "logprobs"},
+		{"top_logprobs", nil, func() error {
+			return chat(sdkClient(url), openai.ChatCompletionNewParams{Model: fakeModel, Messages: msgs, Logprobs: openai.Bool(true), TopLogprobs: openai.Int(30)})
+		}, http.StatusBadRequest, "top_logprobs"},
 		{"context", nil, func() error {
 			return chat(sdkClient(url), openai.ChatCompletionNewParams{Model: fakeModel, Messages: msgs, MaxTokens: openai.Int(10000)})
 		}, http.StatusBadRequest, "max_tokens"},

@@ -279,6 +279,14 @@ func (b *daemonBackend) ApplyChatTemplate(msgs []scheduler.ChatMessage) (string,
 	return m.target.ApplyChatTemplate(m.template, em, true)
 }
 
+func (b *daemonBackend) TokenPiece(t int32) string {
+	m := b.loaded.Load()
+	if m == nil {
+		return ""
+	}
+	return string(m.target.Vocab().AppendPiece(nil, t, false))
+}
+
 func (b *daemonBackend) ModelID() string { return b.id }
 
 func (b *daemonBackend) ContextSize() int {
