@@ -51,6 +51,11 @@ type Request struct {
 	// position (Event.Logprobs).
 	Logprobs    bool
 	TopLogprobs int
+	// LogitBias (OpenAI's logit_bias) is added to the target's logits
+	// before sampling and verification (the output is the biased target's),
+	// and to the draft model's, so that it proposes what the biased target
+	// keeps: token → bias in ±specdec.MaxLogitBias.
+	LogitBias map[int32]float32
 }
 
 // TokenLogprob is a token and its log-probability under the target model's

@@ -276,6 +276,11 @@ func (s *Scheduler) validate(r *Request) error {
 	if r.Speculative.K < 0 || r.Speculative.K > s.cfg.KMax {
 		return fmt.Errorf("%w: speculative.k %d: must be in 0..%d", ErrBadRequest, r.Speculative.K, s.cfg.KMax)
 	}
+	for t, b := range r.LogitBias {
+		if t < 0 || int(t) >= s.nVocab || !(b >= -specdec.MaxLogitBias && b <= specdec.MaxLogitBias) {
+			return fmt.Errorf("%w: logit_bias %d: %v: tokens must be in 0..%d, biases in -%d..%d", ErrBadRequest, t, b, s.nVocab-1, specdec.MaxLogitBias, specdec.MaxLogitBias)
+		}
+	}
 	if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {
 		return fmt.Errorf("%w: top_logprobs %d: must be in 0..%d, with logprobs on", ErrBadRequest, r.TopLogprobs, specdec.MaxTopLogprobs)
 	}
@@ -361,6 +366,7 @@ func (s *Scheduler) accept(q *seq) {
 	q.sampler = specdec.NewSamplerIn(specdec.SamplingParams{
 		Temperature: r.Temperature, TopK: r.TopK, TopP: r.TopP, MinP: r.MinP, Seed: r.Seed,
 	}, s.ws)
+	q.bias = specdec.NewLogitBias(q.req.LogitBias)
 	s.waiting = append(s.waiting, q)
 }
 

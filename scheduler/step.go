@@ -525,6 +525,7 @@ func (s *Scheduler) runDraft(items []item) {
 				continue
 			}
 			logits := s.draft.Logits(it.drow)
+			q.bias.Add(logits)
 			var d int32
 			var dist []float32
 			var conf float64 // how sure the draft is, as llama.cpp's --draft-p-min reads it
@@ -695,7 +696,9 @@ func (s *Scheduler) updateOne(it *item) {
 	if q.proposer == propDraft && !q.sampler.Greedy() && it.k > 0 {
 		qd = q.q[:it.k]
 	}
+	q.bias.Apply(rows)
 	out, accepted := q.sampler.Verify(q.drafts[:it.k], qd, rows, s.tokBuf[:0])
+	q.bias.Restore(rows) // logprobs read the model's own logits
 	s.tokBuf = out[:0]
 	s.rowsBuf = rows[:0]
 	if it.k > 0 {

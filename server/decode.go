@@ -37,6 +37,7 @@ type genRequest struct {
 
 	logprobs    bool // report logprobs; topLogprobs alternatives per token
 	topLogprobs int
+	logitBias   map[int32]float32
 
 	prediction    string
 	hasPrediction bool
@@ -124,7 +125,6 @@ var unsupported = []struct {
 	name    string
 	neutral neutral
 }{
-	{"logit_bias", emptyObject},
 	{"presence_penalty", numIs(0)},
 	{"frequency_penalty", numIs(0)},
 	{"response_format", textFormat},
@@ -223,6 +223,9 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		return nil, e
 	}
 	if e = g.decodeLogprobs(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeLogitBias(m, lim); e != nil {
 		return nil, e
 	}
 	if e = g.decodePrediction(m); e != nil {
@@ -560,6 +563,39 @@ func (g *genRequest) decodeLogprobs(m map[string]json.RawMessage) *apiError {
 		return invalidValue("logprobs", "'logprobs' must be between 0 and %d, got %d", most, n)
 	}
 	g.logprobs, g.topLogprobs = ok, int(n)
+	return nil
+}
+
+// decodeLogitBias reads OpenAI's logit_bias: {"token id": bias}, ids in
+// the vocabulary, biases in -100..100.
+func (g *genRequest) decodeLogitBias(m map[string]json.RawMessage, lim limits) *apiError {
+	r, ok := m["logit_bias"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	if r[0] != '{' || json.Unmarshal(r, &raw) != nil {
+		return wrongType("logit_bias", "an object mapping token ids to biases")
+	}
+	for k, v := range raw {
+		id, err := strconv.ParseInt(k, 10, 32)
+		if err != nil || id < 0 || id >= int64(lim.vocab) {
+			e := invalidValue("logit_bias", "logit_bias key %q is not a token id in [0, %d)", k, lim.vocab)
+			e.Code = "invalid_token"
+			return e
+		}
+		b, err := strconv.ParseFloat(string(v), 64)
+		if err != nil || !isNumberStart(v[0]) {
+			return wrongType("logit_bias", "an object mapping token ids to numbers")
+		}
+		if !(b >= -specdec.MaxLogitBias && b <= specdec.MaxLogitBias) {
+			return invalidValue("logit_bias", "logit_bias for token %d is %v; biases must be between -%d and %d", id, b, specdec.MaxLogitBias, specdec.MaxLogitBias)
+		}
+		if g.logitBias == nil {
+			g.logitBias = make(map[int32]float32, len(raw))
+		}
+		g.logitBias[int32(id)] = float32(b)
+	}
 	return nil
 }
 

@@ -220,6 +220,7 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				Speculative:   g.speculative,
 				Logprobs:      g.logprobs,
 				TopLogprobs:   g.topLogprobs,
+				LogitBias:     g.logitBias,
 			}
 			if pred != nil {
 				r.Prediction = append([]int32(nil), pred...)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +171,27 @@ func TestRealLogprobsUnderSpeculation(t *testing.T) {
 				t.Fatalf("token %d: alternative %q %v speculative, %v plain", i, tok, w, v)
 			}
 		}
+	}
+}
+
+// TestRealSDKLogitBias: +100 forces a token, and logprobs still report the
+// model's own (unbiased) log-probabilities of what was forced.
+func TestRealSDKLogitBias(t *testing.T) {
+	b, c := realServer(t)
+	toks, err := b.Tokenize(" dog", false)
+	if err != nil || len(toks) == 0 {
+		t.Fatal(toks, err)
+	}
+	x := toks[0]
+	p := openai.CompletionNewParams{Model: openai.CompletionNewParamsModel(b.ModelID()), Prompt: prompt("Once upon a time"),
+		MaxTokens: openai.Int(5), Temperature: openai.Float(0), Logprobs: openai.Int(1),
+		LogitBias: map[string]int64{strconv.Itoa(int(x)): 100}}
+	res := complete(t, c, p, option.WithJSONSet("ignore_eos", true))
+	if want := strings.Repeat(b.TokenPiece(x), 5); res.Choices[0].Text != want {
+		t.Fatalf("+100 on %d (%q): %q, want %q", x, b.TokenPiece(x), res.Choices[0].Text, want)
+	}
+	lp := res.Choices[0].Logprobs
+	if slices.Max(lp.TokenLogprobs) > -0.5 {
+		t.Fatalf("forced token's logprobs %v: the bias leaked into them", lp.TokenLogprobs)
 	}
 }
