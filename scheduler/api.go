@@ -25,6 +25,9 @@ type Sampling struct {
 	TopP        float32 // 1 = off
 	MinP        float32 // 0 = off
 	Seed        uint64  // per-request random stream; same seed, same output
+	// OpenAI's penalties over the generated tokens, in ±specdec.MaxPenalty
+	// (specdec.Penalties): 0 = off.
+	PresencePenalty, FrequencyPenalty float32
 }
 
 // Speculative are a request's speculation settings (the `speculative`

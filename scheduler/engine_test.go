@@ -322,14 +322,49 @@ func TestRealStreamHoldsRoundedCells(t *testing.T) {
 	waitIdle(t, e.Scheduler)
 }
 
+// speculativeMatches runs reqs batched with the draft model, n-gram and
+// (their own want as) prediction speculation at k = 4, and checks each
+// output is want's, token for token.
+func speculativeMatches(t *testing.T, draftM, target *engine.Model, reqs []Request, want [][]int32) {
+	t.Helper()
+	for _, prop := range []string{"draft", "ngram", "prediction"} {
+		t.Run(prop, func(t *testing.T) {
+			cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 4}
+			rs := reqs
+			var draft *engine.Model
+			switch prop {
+			case "draft":
+				draft = draftM
+			case "prediction":
+				cfg.Proposer = "none"
+				rs = make([]Request, len(reqs))
+				for i, r := range reqs {
+					r.Prediction = want[i]
+					rs[i] = r
+				}
+			}
+			e := newEngineRig(t, cfg, target, draft)
+			got := runAll(t, e.Scheduler, rs)
+			for i := range rs {
+				if !slices.Equal(got[i], want[i]) {
+					t.Fatalf("request %d: speculative %v\nplain %v", i, got[i], want[i])
+				}
+			}
+			if s := waitIdle(t, e.Scheduler); s.DraftAccepted == 0 {
+				t.Fatalf("nothing accepted: not a speculative run (%+v)", s)
+			}
+			checkKVMatches(t, e)
+		})
+	}
+}
+
 // TestRealLogitBiasLossless: logit_bias changes the output (banned tokens
 // never appear, a forced one always does), and speculation with the draft
 // model, n-gram and a prediction still gives token for token the biased
-// target's greedy output: the draft's rows are biased like the target's.
+// target's greedy output.
 func TestRealLogitBiasLossless(t *testing.T) {
 	_, st, hv := realModels(t)
-	v := hv.Vocab()
-	plain := realRequests(t, v, 12)
+	plain := realRequests(t, hv.Vocab(), 12)
 	unbiased := realAlone(t, hv, plain)
 	// Ban each request's first unbiased token; push its third down. (Banning
 	// the first two made request 1 meet a near-tie, 2e-4 nats apart at its
@@ -351,35 +386,7 @@ func TestRealLogitBiasLossless(t *testing.T) {
 			}
 		}
 	}
-	for _, prop := range []string{"draft", "ngram", "prediction"} {
-		t.Run(prop, func(t *testing.T) {
-			cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 4}
-			rs := reqs
-			var draft *engine.Model
-			switch prop {
-			case "draft":
-				draft = st
-			case "prediction":
-				cfg.Proposer = "none"
-				rs = make([]Request, len(reqs))
-				for i, r := range reqs {
-					r.Prediction = want[i]
-					rs[i] = r
-				}
-			}
-			e := newEngineRig(t, cfg, hv, draft)
-			got := runAll(t, e.Scheduler, rs)
-			for i := range rs {
-				if !slices.Equal(got[i], want[i]) {
-					t.Fatalf("request %d: speculative %v\nplain %v", i, got[i], want[i])
-				}
-			}
-			if s := waitIdle(t, e.Scheduler); s.DraftAccepted == 0 {
-				t.Fatalf("nothing accepted: not a speculative run (%+v)", s)
-			}
-			checkKVMatches(t, e)
-		})
-	}
+	speculativeMatches(t, st, hv, reqs, want)
 	// Forcing one token (+100) makes the output that token throughout.
 	force := Request{Prompt: plain[0].Prompt, MaxTokens: 6, IgnoreEOS: true, LogitBias: map[int32]float32{unbiased[3][0]: 100}}
 	e := newEngineRig(t, Config{CtxSize: 1024, MaxRunning: 1, Proposer: "none"}, hv, nil)
@@ -387,4 +394,40 @@ func TestRealLogitBiasLossless(t *testing.T) {
 	if !slices.Equal(got, slices.Repeat([]int32{unbiased[3][0]}, 6)) {
 		t.Fatalf("+100 on %d gave %v", unbiased[3][0], got)
 	}
+}
+
+// TestRealPenaltiesLossless: a frequency penalty makes greedy output repeat
+// itself less, and speculation keeps the penalised output token for token:
+// each verify row is penalised for the draft tokens before it.
+func TestRealPenaltiesLossless(t *testing.T) {
+	_, st, hv := realModels(t)
+	plain := realRequests(t, hv.Vocab(), 12)
+	for i := range plain {
+		plain[i].MaxTokens, plain[i].IgnoreEOS = 48, true
+	}
+	unpen := realAlone(t, hv, plain)
+	reqs := make([]Request, len(plain))
+	for i, r := range plain {
+		r.Sampling.FrequencyPenalty, r.Sampling.PresencePenalty = 0.6, 0.3
+		reqs[i] = r
+	}
+	want := realAlone(t, hv, reqs)
+	repeats := func(outs [][]int32) (n int) {
+		for _, o := range outs {
+			seen := map[int32]bool{}
+			for _, tok := range o {
+				if seen[tok] {
+					n++
+				}
+				seen[tok] = true
+			}
+		}
+		return n
+	}
+	if a, b := repeats(unpen), repeats(want); b >= a {
+		t.Fatalf("penalised outputs repeat %d tokens, unpenalised %d", b, a)
+	} else {
+		t.Logf("repeated tokens: %d unpenalised, %d penalised", a, b)
+	}
+	speculativeMatches(t, st, hv, reqs, want)
 }

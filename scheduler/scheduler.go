@@ -281,6 +281,11 @@ func (s *Scheduler) validate(r *Request) error {
 			return fmt.Errorf("%w: logit_bias %d: %v: tokens must be in 0..%d, biases in -%d..%d", ErrBadRequest, t, b, s.nVocab-1, specdec.MaxLogitBias, specdec.MaxLogitBias)
 		}
 	}
+	for _, v := range []float32{r.Sampling.PresencePenalty, r.Sampling.FrequencyPenalty} {
+		if !(v >= -specdec.MaxPenalty && v <= specdec.MaxPenalty) {
+			return fmt.Errorf("%w: presence and frequency penalties must be in -%d..%d", ErrBadRequest, specdec.MaxPenalty, specdec.MaxPenalty)
+		}
+	}
 	if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {
 		return fmt.Errorf("%w: top_logprobs %d: must be in 0..%d, with logprobs on", ErrBadRequest, r.TopLogprobs, specdec.MaxTopLogprobs)
 	}
@@ -367,6 +372,7 @@ func (s *Scheduler) accept(q *seq) {
 		Temperature: r.Temperature, TopK: r.TopK, TopP: r.TopP, MinP: r.MinP, Seed: r.Seed,
 	}, s.ws)
 	q.bias = specdec.NewLogitBias(q.req.LogitBias)
+	q.pen = specdec.NewPenalties(r.PresencePenalty, r.FrequencyPenalty)
 	s.waiting = append(s.waiting, q)
 }
 

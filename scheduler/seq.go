@@ -50,6 +50,7 @@ type seq struct {
 
 	sampler  *specdec.Sampler // sampling, verification and the draft's own stream
 	bias     *specdec.LogitBias
+	pen      *specdec.Penalties // counts the generated tokens
 	proposer proposerKind
 	fixedK   int // > 0: the request fixed k
 	kWant    int // this step's k from planK

@@ -125,8 +125,6 @@ var unsupported = []struct {
 	name    string
 	neutral neutral
 }{
-	{"presence_penalty", numIs(0)},
-	{"frequency_penalty", numIs(0)},
 	{"response_format", textFormat},
 	{"tools", emptyArray},
 	{"tool_choice", rawIs(`"none"`, `"auto"`)},
@@ -460,6 +458,8 @@ func (g *genRequest) decodeSampling(m map[string]json.RawMessage) *apiError {
 		{"temperature", 0, 2, false, &g.sampling.Temperature},
 		{"top_p", 0, 1, true, &g.sampling.TopP},
 		{"min_p", 0, 1, false, &g.sampling.MinP},
+		{"presence_penalty", -specdec.MaxPenalty, specdec.MaxPenalty, false, &g.sampling.PresencePenalty},
+		{"frequency_penalty", -specdec.MaxPenalty, specdec.MaxPenalty, false, &g.sampling.FrequencyPenalty},
 	}
 	for _, rg := range ranges {
 		v, ok, e := optFloat(m, rg.name)

@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"testing"
+
+	"specd/specdec"
 )
 
 // FuzzDecode feeds arbitrary bodies to request decoding, validation and
@@ -15,6 +17,7 @@ func FuzzDecode(f *testing.F) {
 		`{"prompt":[1,2,3],"n":2,"seed":-1,"stop":["a","b"]}`,
 		`{"prompt":[[1,2],[3]],"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"prompt":["a","b"],"temperature":0.5,"top_p":1,"top_k":0,"min_p":0.1,"logprobs":null}`,
+		`{"prompt":"a","logprobs":3,"logit_bias":{"5":-100,"7":2.5},"presence_penalty":1,"frequency_penalty":-2}`,
 	} {
 		f.Add(false, []byte(s))
 	}
@@ -22,6 +25,7 @@ func FuzzDecode(f *testing.F) {
 		`{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":3}`,
 		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"prediction":{"type":"content","content":"x"},"speculative":{"proposer":"ngram","k":2}}`,
 		`{"messages":[{"role":"system","content":null}],"n_predict":-1,"max_tokens":1e400}`,
+		`{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":20,"logit_bias":{"0":100}}`,
 	} {
 		f.Add(true, []byte(s))
 	}
@@ -39,6 +43,17 @@ func FuzzDecode(f *testing.F) {
 			for _, r := range rs {
 				if r.MaxTokens < 1 || len(r.Prompt) == 0 || len(r.Prompt)+r.MaxTokens > fakeCtx {
 					t.Fatalf("bad request built: prompt %d max %d", len(r.Prompt), r.MaxTokens)
+				}
+				if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {
+					t.Fatalf("bad logprobs built: %v %d", r.Logprobs, r.TopLogprobs)
+				}
+				for tok, b := range r.LogitBias {
+					if tok < 0 || tok >= fakeVocab || !(b >= -specdec.MaxLogitBias && b <= specdec.MaxLogitBias) {
+						t.Fatalf("bad logit_bias built: %d: %v", tok, b)
+					}
+				}
+				if p, f := r.Sampling.PresencePenalty, r.Sampling.FrequencyPenalty; !(p >= -specdec.MaxPenalty && p <= specdec.MaxPenalty && f >= -specdec.MaxPenalty && f <= specdec.MaxPenalty) {
+					t.Fatalf("bad penalties built: %v %v", p, f)
 				}
 				reqs = append(reqs, r)
 			}
