@@ -322,12 +322,12 @@ func TestRealStreamHoldsRoundedCells(t *testing.T) {
 	waitIdle(t, e.Scheduler)
 }
 
-// speculativeMatches runs reqs batched with the draft model, n-gram and
-// (their own want as) prediction speculation at k = 4, and checks each
+// speculativeMatches runs reqs batched with each proposer of props (draft
+// model, n-gram, or want as the prediction) at k = 4, and checks each
 // output is want's, token for token.
-func speculativeMatches(t *testing.T, draftM, target *engine.Model, reqs []Request, want [][]int32) {
+func speculativeMatches(t *testing.T, draftM, target *engine.Model, reqs []Request, want [][]int32, props ...string) {
 	t.Helper()
-	for _, prop := range []string{"draft", "ngram", "prediction"} {
+	for _, prop := range props {
 		t.Run(prop, func(t *testing.T) {
 			cfg := Config{CtxSize: 8192, MaxRunning: 32, MaxBatchTokens: 1024, Proposer: prop, SpecK: 4}
 			rs := reqs
@@ -386,7 +386,7 @@ func TestRealLogitBiasLossless(t *testing.T) {
 			}
 		}
 	}
-	speculativeMatches(t, st, hv, reqs, want)
+	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
 	// Forcing one token (+100) makes the output that token throughout.
 	force := Request{Prompt: plain[0].Prompt, MaxTokens: 6, IgnoreEOS: true, LogitBias: map[int32]float32{unbiased[3][0]: 100}}
 	e := newEngineRig(t, Config{CtxSize: 1024, MaxRunning: 1, Proposer: "none"}, hv, nil)
@@ -429,5 +429,8 @@ func TestRealPenaltiesLossless(t *testing.T) {
 	} else {
 		t.Logf("repeated tokens: %d unpenalised, %d penalised", a, b)
 	}
-	speculativeMatches(t, st, hv, reqs, want)
+	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
+	// Seeded sampling is checked in specdec (TestPenalisedPointMassEqualsPlain):
+	// on the real backend a seeded draw near a boundary of the inverse CDF
+	// flips with the batch shape's rounding (decision 0003).
 }
