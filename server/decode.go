@@ -63,6 +63,9 @@ const (
 	defaultTopP        = 1
 	maxStops           = 4
 	maxSpeculativeK    = 64
+	// maxLogitBias bounds logit_bias's entries: the loop adds each to every
+	// verify row of the request, every step.
+	maxLogitBias = 1024
 )
 
 // neutral tells whether a known-but-unsupported field has a value that asks
@@ -576,6 +579,9 @@ func (g *genRequest) decodeLogitBias(m map[string]json.RawMessage, lim limits) *
 	var raw map[string]json.RawMessage
 	if r[0] != '{' || json.Unmarshal(r, &raw) != nil {
 		return wrongType("logit_bias", "an object mapping token ids to biases")
+	}
+	if len(raw) > maxLogitBias {
+		return invalidValue("logit_bias", "logit_bias has %d entries; at most %d", len(raw), maxLogitBias)
 	}
 	for k, v := range raw {
 		id, err := strconv.ParseInt(k, 10, 32)

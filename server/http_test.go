@@ -40,6 +40,11 @@ func TestErrorStatuses(t *testing.T) {
 	_, url := startServer(t, Config{MaxBodyBytes: 64 << 10}, b)
 	// A token prompt longer than the context, whatever the tokenizer.
 	long := "[" + strings.Repeat("1,", b.ContextSize()) + "1]"
+	var bias []string
+	for i := range maxLogitBias + 1 {
+		bias = append(bias, fmt.Sprintf(`"%d": 1`, i))
+	}
+	manyBias := strings.Join(bias, ",")
 	cases := []struct {
 		name, method, path, body string
 		status                   int
@@ -77,6 +82,7 @@ func TestErrorStatuses(t *testing.T) {
 		{"logit_bias range", "POST", "/v1/completions", `{"prompt": "a", "logit_bias": {"5": 101}}`, 400, "logit_bias", "invalid_value"},
 		{"logit_bias value", "POST", "/v1/completions", `{"prompt": "a", "logit_bias": {"5": "x"}}`, 400, "logit_bias", "invalid_type"},
 		{"logit_bias array", "POST", "/v1/completions", `{"prompt": "a", "logit_bias": [5]}`, 400, "logit_bias", "invalid_type"},
+		{"logit_bias size", "POST", "/v1/completions", `{"prompt": "a", "logit_bias": {` + manyBias + `}}`, 400, "logit_bias", "invalid_value"},
 		{"top_logprobs range", "POST", "/v1/chat/completions", `{"messages": [{"role":"user","content":"a"}], "logprobs": true, "top_logprobs": 21}`, 400, "top_logprobs", "invalid_value"},
 		{"top_logprobs alone", "POST", "/v1/chat/completions", `{"messages": [{"role":"user","content":"a"}], "top_logprobs": 2}`, 400, "top_logprobs", "invalid_value"},
 		{"chat logprobs int", "POST", "/v1/chat/completions", `{"messages": [{"role":"user","content":"a"}], "logprobs": 2}`, 400, "logprobs", "invalid_type"},

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"specd/scheduler"
 )
 
 // checkChatLogprobs checks one choice's chat logprobs against its text: one
@@ -193,5 +196,57 @@ func TestRealSDKLogitBias(t *testing.T) {
 	lp := res.Choices[0].Logprobs
 	if slices.Max(lp.TokenLogprobs) > -0.5 {
 		t.Fatalf("forced token's logprobs %v: the bias leaked into them", lp.TokenLogprobs)
+	}
+}
+
+// pieceBackend gives tokens awkward texts for appendLogprobs.
+type pieceBackend struct{ *fakeBackend }
+
+func (pieceBackend) TokenPiece(t int32) string {
+	return []string{"a", "\"q\"", "\xe2\x82", "\x00\n\\", "", "dup", "dup", "</script>"}[t%8]
+}
+
+// TestAppendLogprobsIsJSON: whatever the token texts and values (-Inf,
+// NaN, tiny), both shapes are valid JSON that decodes to what was put in.
+func TestAppendLogprobsIsJSON(t *testing.T) {
+	inf, nan := float32(math.Inf(-1)), float32(math.NaN())
+	var lps []scheduler.Logprob
+	for tok := range int32(9) {
+		lp := scheduler.Logprob{Token: tok, Logprob: []float32{-0.5, inf, nan, -1e-30, 0}[tok%5]}
+		for j := range int32(4) {
+			lp.Top = append(lp.Top, scheduler.TokenLogprob{Token: (tok + j) % 8, Logprob: -float32(j)})
+		}
+		lps = append(lps, lp)
+	}
+	for _, chat := range []bool{true, false} {
+		r := &run{s: &Server{b: pieceBackend{newFake()}}, g: &genRequest{chat: chat, logprobs: true}}
+		off := 0
+		b := r.appendLogprobs(nil, lps, &off)
+		if !json.Valid(b) {
+			t.Fatalf("chat=%v: not JSON: %s", chat, b)
+		}
+		if chat {
+			var v struct {
+				Content []openai.ChatCompletionTokenLogprob `json:"content"`
+			}
+			if err := json.Unmarshal(b, &v); err != nil || len(v.Content) != len(lps) {
+				t.Fatalf("chat: %v %s", err, b)
+			}
+			if c := v.Content; c[1].Logprob != logprobFloor || c[2].Logprob != logprobFloor || !slices.Equal(c[2].Bytes, []int64{0xe2, 0x82}) ||
+				c[1].Token != `"q"` || len(c[0].TopLogprobs) != 4 {
+				t.Fatalf("chat: %+v", c)
+			}
+			continue
+		}
+		var v openai.CompletionChoiceLogprobs
+		if err := json.Unmarshal(b, &v); err != nil || len(v.Tokens) != len(lps) {
+			t.Fatalf("completions: %v %s", err, b)
+		}
+		// Token 5's alternatives are tokens 5, 6, 7, 0: "dup", "dup",
+		// "</script>", "a"; the second "dup" is dropped.
+		if v.TokenLogprobs[1] != logprobFloor || len(v.TopLogprobs[5]) != 3 || v.TopLogprobs[5]["dup"] != 0 ||
+			v.Tokens[7] != "</script>" || v.TextOffset[2] != 4 {
+			t.Fatalf("completions: %+v", v)
+		}
 	}
 }
