@@ -26,7 +26,7 @@ type Sampling struct {
 	MinP        float32 // 0 = off
 	Seed        uint64  // per-request random stream; same seed, same output
 	// OpenAI's penalties over the generated tokens, in ±specdec.MaxPenalty
-	// (specdec.Penalties): 0 = off.
+	// (specdec.Adjust): 0 = off.
 	PresencePenalty, FrequencyPenalty float32
 }
 

@@ -371,8 +371,7 @@ func (s *Scheduler) accept(q *seq) {
 	q.sampler = specdec.NewSamplerIn(specdec.SamplingParams{
 		Temperature: r.Temperature, TopK: r.TopK, TopP: r.TopP, MinP: r.MinP, Seed: r.Seed,
 	}, s.ws)
-	q.bias = specdec.NewLogitBias(q.req.LogitBias)
-	q.pen = specdec.NewPenalties(r.PresencePenalty, r.FrequencyPenalty)
+	q.adjust = specdec.NewAdjust(q.req.LogitBias, r.PresencePenalty, r.FrequencyPenalty)
 	s.waiting = append(s.waiting, q)
 }
 

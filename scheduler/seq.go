@@ -49,8 +49,7 @@ type seq struct {
 	cachedTokens        int    // prompt tokens reused from the prefix cache (first admission)
 
 	sampler  *specdec.Sampler // sampling, verification and the draft's own stream
-	bias     *specdec.LogitBias
-	pen      *specdec.Penalties // counts the generated tokens
+	adjust   *specdec.Adjust  // logit_bias and penalties; counts the generated tokens
 	proposer proposerKind
 	fixedK   int // > 0: the request fixed k
 	kWant    int // this step's k from planK

@@ -525,8 +525,7 @@ func (s *Scheduler) runDraft(items []item) {
 				continue
 			}
 			logits := s.draft.Logits(it.drow)
-			q.bias.Add(logits)
-			q.pen.Add(logits, q.drafts)
+			q.adjust.Add(logits, q.drafts)
 			var d int32
 			var dist []float32
 			var conf float64 // how sure the draft is, as llama.cpp's --draft-p-min reads it
@@ -697,11 +696,9 @@ func (s *Scheduler) updateOne(it *item) {
 	if q.proposer == propDraft && !q.sampler.Greedy() && it.k > 0 {
 		qd = q.q[:it.k]
 	}
-	q.bias.Apply(rows)
-	q.pen.Apply(rows, q.drafts[:it.k])
+	q.adjust.Apply(rows, q.drafts[:it.k])
 	out, accepted := q.sampler.Verify(q.drafts[:it.k], qd, rows, s.tokBuf[:0])
-	q.pen.Restore(rows) // logprobs read the model's own logits
-	q.bias.Restore(rows)
+	q.adjust.Restore(rows) // logprobs read the model's own logits
 	s.tokBuf = out[:0]
 	s.rowsBuf = rows[:0]
 	if it.k > 0 {
@@ -753,7 +750,7 @@ func (s *Scheduler) appendTokens(q *seq, toks []int32, rows [][]float32) {
 			q.firstTok = time.Now()
 		}
 		q.tokens = append(q.tokens, t)
-		q.pen.Accept(q.tokens[len(q.tokens)-1:])
+		q.adjust.Accept(q.tokens[len(q.tokens)-1:])
 		q.usage.CompletionTokens++
 		ev.Tokens = append(ev.Tokens, t)
 		if !q.req.IgnoreEOS && s.vocab.IsEOG(t) {

@@ -1,21 +1,13 @@
 package specdec
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
 )
 
-func TestPenaltiesMatchReference(t *testing.T) {
-	if NewPenalties(0, 0) != nil {
-		t.Fatal("no penalties is not nil")
-	}
-	var none *Penalties
-	none.Accept([]int32{1})
-	none.Apply(nil, nil)
-	none.Restore(nil)
-	none.Add(nil, nil)
-
+func TestAdjustPenaltiesMatchReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const nv = 40
 	for trial := range 200 {
@@ -23,7 +15,7 @@ func TestPenaltiesMatchReference(t *testing.T) {
 		if pres == 0 && freq == 0 {
 			pres = 0.5
 		}
-		p := NewPenalties(pres, freq)
+		p := NewAdjust(nil, pres, freq)
 		gen := make([]int32, rng.IntN(30))
 		for i := range gen {
 			gen[i] = int32(rng.IntN(nv))
@@ -90,9 +82,9 @@ func TestPenaltiesMatchReference(t *testing.T) {
 }
 
 // TestPenalisedPointMassEqualsPlain: TestSeededPointMassEqualsPlain with a
-// logit bias and penalties, applied as the scheduler does (bias, then
-// penalties counting draft[:j] in row j, Verify, restore in reverse): the
-// seeded text is plain penalised sampling's, and the rows come back intact.
+// logit bias and penalties, applied as the scheduler does (row j counting
+// draft[:j], Verify, Restore): the seeded text is plain adjusted sampling's,
+// and the rows come back intact.
 func TestPenalisedPointMassEqualsPlain(t *testing.T) {
 	const V = 30
 	r := rand.New(rand.NewPCG(5, 6))
@@ -108,22 +100,21 @@ func TestPenalisedPointMassEqualsPlain(t *testing.T) {
 		orig[i] = slices.Clone(rows[i])
 	}
 	params := SamplingParams{Temperature: 0.9, TopP: 0.95, Seed: 7}
-	bias := NewLogitBias(map[int32]float32{3: -100, 4: 1.5})
-	plain, pen := NewSampler(params, V), NewPenalties(0.4, 0.7)
+	bias := map[int32]float32{3: -100, 4: 1.5}
+	plain, adj := NewSampler(params, V), NewAdjust(bias, 0.4, 0.7)
 	var want []int32
 	for _, row := range rows {
 		row = slices.Clone(row)
-		bias.Add(row)
-		pen.Add(row, nil)
+		adj.Add(row, nil)
 		tok := plain.Sample(row)
-		pen.Accept([]int32{tok})
+		adj.Accept([]int32{tok})
 		want = append(want, tok)
 	}
 	if slices.Contains(want, 3) {
 		t.Fatal("token 3 sampled despite -100")
 	}
 	for _, k := range []int{1, 3, 8} {
-		s, pen := NewSampler(params, V), NewPenalties(0.4, 0.7)
+		s, adj := NewSampler(params, V), NewAdjust(bias, 0.4, 0.7)
 		var got []int32
 		for pos := 0; pos < len(rows)-k; {
 			draft := make([]int32, k)
@@ -135,12 +126,10 @@ func TestPenalisedPointMassEqualsPlain(t *testing.T) {
 				}
 			}
 			rs := rows[pos : pos+k+1]
-			bias.Apply(rs)
-			pen.Apply(rs, draft)
+			adj.Apply(rs, draft)
 			out, _ := s.Verify(draft, nil, rs, nil)
-			pen.Restore(rs)
-			bias.Restore(rs)
-			pen.Accept(out)
+			adj.Restore(rs)
+			adj.Accept(out)
 			got = append(got, out...)
 			pos += len(out)
 		}
@@ -154,5 +143,45 @@ func TestPenalisedPointMassEqualsPlain(t *testing.T) {
 				t.Fatalf("k=%d: row %d not restored", k, i)
 			}
 		}
+	}
+}
+
+func TestAdjustBias(t *testing.T) {
+	if NewAdjust(nil, 0, 0) != nil || NewAdjust(map[int32]float32{}, 0, 0) != nil {
+		t.Fatal("no adjustment is not nil")
+	}
+	var none *Adjust
+	row := []float32{1, 2, 3}
+	none.Add(row, nil)
+	none.Apply([][]float32{row}, nil)
+	none.Restore([][]float32{row})
+	none.Accept([]int32{1})
+	if row[0] != 1 || row[1] != 2 || row[2] != 3 {
+		t.Fatalf("nil bias changed %v", row)
+	}
+
+	b := NewAdjust(map[int32]float32{2: -100, 0: 0.1, 7: 5}, 0, 0) // 7 is past the rows
+	r0 := []float32{0.3, 1, 2}
+	r1 := []float32{float32(math.Inf(-1)), 0.7, 1e-8}
+	rows := [][]float32{r0, r1}
+	b.Apply(rows, nil)
+	if r0[0] != 0.3+0.1 || r0[2] != 2-100 || r1[2] != 1e-8-100 || r0[1] != 1 || r1[1] != 0.7 || !math.IsInf(float64(r1[0]), -1) {
+		t.Fatalf("applied: %v %v", r0, r1)
+	}
+	if Argmax(r0) != 1 {
+		t.Fatalf("argmax after -100 on token 2: %d", Argmax(r0))
+	}
+	b.Restore(rows)
+	// Exact values back (1e-8 - 100 + 100 would not be 1e-8).
+	if r0[0] != 0.3 || r0[2] != 2 || r1[2] != 1e-8 || r1[1] != 0.7 {
+		t.Fatalf("restored: %v %v", r0, r1)
+	}
+	d := []float32{0, 0, 0}
+	b.Add(d, nil)
+	if d[0] != 0.1 || d[1] != 0 || d[2] != -100 {
+		t.Fatalf("add: %v", d)
+	}
+	if a := testing.AllocsPerRun(10, func() { b.Apply(rows, nil); b.Restore(rows) }); a != 0 {
+		t.Fatalf("%v allocations per apply+restore", a)
 	}
 }

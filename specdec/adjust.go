@@ -1,0 +1,164 @@
+package specdec
+
+import "slices"
+
+// Bounds OpenAI puts on logit_bias values and on presence_penalty and
+// frequency_penalty.
+const (
+	MaxLogitBias = 100 // -100 in effect bans a token, +100 all but forces it
+	MaxPenalty   = 2
+)
+
+// Adjust is what a request adds to the model's logits before anything
+// reads them: OpenAI's logit_bias (a value per token) and its
+// presence_penalty and frequency_penalty over the sequence's generated
+// tokens (not its prompt, as vLLM): the logit of a token generated c > 0
+// times so far drops by presence + c·frequency.
+//
+// In a verify pass, row j predicts the token after draft[:j], so its
+// penalties count those draft tokens too: a draft token is only kept when
+// every token before it was, so each row is adjusted for exactly the text
+// it continues, and Verify over the adjusted rows gives the adjusted
+// target's output token for token (the proposals' q is whatever they were
+// drawn from; adjusting the draft model's rows alike keeps its proposals
+// acceptable). Apply and Restore adjust rows in place and put back the
+// exact values, so that logprobs (decision 0015) still see the model's own
+// logits. A nil *Adjust does nothing.
+type Adjust struct {
+	biasTok []int32 // sorted
+	biasVal []float32
+
+	presence, frequency float32
+	penalise            bool
+	// The generated tokens (penalise only): distinct ones in order of
+	// first appearance, their counts, and where each is in toks.
+	toks  []int32
+	cnt   []int32
+	index map[int32]int
+
+	saved []saved
+}
+
+type saved struct {
+	row, tok int32
+	v        float32
+}
+
+// NewAdjust makes a request's adjustment from its logit_bias (tokens in
+// [0, vocab), values within ±MaxLogitBias) and penalties (within
+// ±MaxPenalty), as the caller validated. Nil when there is none.
+func NewAdjust(bias map[int32]float32, presence, frequency float32) *Adjust {
+	if len(bias) == 0 && presence == 0 && frequency == 0 {
+		return nil
+	}
+	a := &Adjust{presence: presence, frequency: frequency, penalise: presence != 0 || frequency != 0}
+	for t := range bias {
+		a.biasTok = append(a.biasTok, t)
+	}
+	slices.Sort(a.biasTok)
+	for _, t := range a.biasTok {
+		a.biasVal = append(a.biasVal, bias[t])
+	}
+	if a.penalise {
+		a.index = map[int32]int{}
+	}
+	return a
+}
+
+// Accept counts generated tokens (for the penalties).
+func (a *Adjust) Accept(toks []int32) {
+	if a == nil || !a.penalise {
+		return
+	}
+	for _, t := range toks {
+		a.add(t)
+	}
+}
+
+func (a *Adjust) add(t int32) {
+	if i, ok := a.index[t]; ok {
+		a.cnt[i]++
+		return
+	}
+	a.index[t] = len(a.toks)
+	a.toks = append(a.toks, t)
+	a.cnt = append(a.cnt, 1)
+}
+
+// remove undoes the last add of t (adds are undone newest first).
+func (a *Adjust) remove(t int32) {
+	i := a.index[t]
+	if a.cnt[i]--; a.cnt[i] == 0 {
+		delete(a.index, t)
+		a.toks, a.cnt = a.toks[:i], a.cnt[:i] // t was the newest distinct token
+	}
+}
+
+// row adjusts one row for the tokens counted now, saving what it
+// overwrites as row j when save.
+func (a *Adjust) row(j int, row []float32, save bool) {
+	for i, t := range a.biasTok {
+		if int(t) < len(row) {
+			if save {
+				a.saved = append(a.saved, saved{int32(j), t, row[t]})
+			}
+			row[t] += a.biasVal[i]
+		}
+	}
+	for i, t := range a.toks {
+		if int(t) < len(row) {
+			if save {
+				a.saved = append(a.saved, saved{int32(j), t, row[t]})
+			}
+			row[t] -= a.presence + float32(a.cnt[i])*a.frequency
+		}
+	}
+}
+
+// Apply adjusts rows in place, rows[j] for the generated tokens plus
+// draft[:j] (len(draft) >= len(rows)-1 when there are penalties), and
+// keeps the values it overwrote for Restore.
+func (a *Adjust) Apply(rows [][]float32, draft []int32) {
+	if a == nil {
+		return
+	}
+	a.saved = a.saved[:0]
+	for j, row := range rows {
+		if j > 0 && a.penalise {
+			a.add(draft[j-1])
+		}
+		a.row(j, row, true)
+	}
+	for j := len(rows) - 1; j > 0 && a.penalise; j-- {
+		a.remove(draft[j-1])
+	}
+}
+
+// Restore puts back the values the last Apply over the same rows changed,
+// newest first (a token both biased and penalised gets its first value).
+func (a *Adjust) Restore(rows [][]float32) {
+	if a == nil {
+		return
+	}
+	for i := len(a.saved) - 1; i >= 0; i-- {
+		s := a.saved[i]
+		rows[s.row][s.tok] = s.v
+	}
+}
+
+// Add adjusts one row in place for the generated tokens plus draft (a row
+// nobody reads unadjusted afterwards: the draft model's).
+func (a *Adjust) Add(row []float32, draft []int32) {
+	if a == nil {
+		return
+	}
+	if a.penalise {
+		for _, d := range draft {
+			a.add(d)
+		}
+	}
+	a.row(0, row, false)
+	for j := len(draft) - 1; j >= 0 && a.penalise; j-- {
+		a.remove(draft[j])
+	}
+}
