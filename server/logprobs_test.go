@@ -87,8 +87,9 @@ func TestSDKLogprobs(t *testing.T) {
 	}
 	for i := range want {
 		// Not bit-equal on the real backend: the second request's prompt
-		// comes from the prefix cache, a different batch shape.
-		if streamed[i].Token != want[i].Token || math.Abs(streamed[i].Logprob-want[i].Logprob) > 1e-4*max(1, -want[i].Logprob) {
+		// comes from the prefix cache, a different batch shape (3e-4 apart
+		// seen; 1e-3 relative as in TestRealLogprobsUnderSpeculation).
+		if streamed[i].Token != want[i].Token || math.Abs(streamed[i].Logprob-want[i].Logprob) > 1e-3*max(1, -want[i].Logprob) {
 			t.Fatalf("entry %d: stream %q %v, non-stream %q %v", i, streamed[i].Token, streamed[i].Logprob, want[i].Token, want[i].Logprob)
 		}
 	}
