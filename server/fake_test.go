@@ -50,7 +50,7 @@ func newFake() *fakeBackend { return &fakeBackend{} }
 // prompt tokens 3..258 bytes.
 func (f *fakeBackend) TokenPiece(t int32) string {
 	switch {
-	case t >= 10 && t < 110 && t == 10:
+	case t == 10:
 		return fakeStory[0]
 	case t >= 10 && t < 110:
 		return " " + fakeStory[int(t-10)%len(fakeStory)]
