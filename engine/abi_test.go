@@ -66,6 +66,8 @@ func TestABIStructSizes(t *testing.T) {
 		{"llama_batch", unsafe.Sizeof(cBatch{}), 56},
 		{"llama_model_quantize_params", unsafe.Sizeof(cQuantizeParams{}), 64},
 		{"ggml_threadpool_params", unsafe.Sizeof(cThreadpoolParams{}), 528},
+		{"llama_token_data", unsafe.Sizeof(cTokenData{}), 12},
+		{"llama_token_data_array", unsafe.Sizeof(cTokenDataArray{}), 32},
 		{"llama_chat_message", unsafe.Sizeof(cChatMessage{}), 16},
 	} {
 		if tc.got != tc.want {

@@ -234,6 +234,7 @@ func (l *Library) load(p libPaths) error {
 	ll.fn(&llamaPrintSystemInfo, "llama_print_system_info")
 	bindModel(ll)
 	bindVocab(ll)
+	bindGrammar(ll)
 	bindContext(ll)
 	bindBatch(ll)
 	bindMemory(ll)

@@ -53,6 +53,8 @@ type Vocab struct {
 	// special = s==1) back to back; off[s][t]..off[s][t+1] is token t's.
 	pieces [2][]byte
 	off    [2][]uint32
+	// gs is the grammars' candidate array, made by the first NewGrammar.
+	gs *grammarScratch
 }
 
 func newVocab(ptr uintptr) *Vocab {
@@ -64,6 +66,7 @@ func newVocab(ptr uintptr) *Vocab {
 		eos:    llamaVocabEOS(ptr),
 		addBOS: llamaVocabGetAddBOS(ptr),
 		eog:    make([]bool, n),
+		gs:     &grammarScratch{},
 		texts:  make([]string, n),
 	}
 	buf := make([]byte, 256)
