@@ -59,6 +59,18 @@ type Request struct {
 	// and to the draft model's, so that it proposes what the biased target
 	// keeps: token → bias in ±specdec.MaxLogitBias.
 	LogitBias map[int32]float32
+	// Grammar (GBNF, start rule "root") constrains the output to its
+	// language: each verify row and each draft model row is masked to the
+	// tokens it allows after the text so far (specdec.ConstrainRows), so
+	// the output is the constrained target's. Under a grammar an
+	// end-of-generation token always ends the choice (even with IgnoreEOS).
+	// Submit compiles it (GrammarCompiler); an invalid one is ErrBadRequest.
+	Grammar string
+}
+
+// GrammarCompiler is what a Vocab implements to serve Request.Grammar.
+type GrammarCompiler interface {
+	CompileGrammar(gbnf string) (specdec.Grammar, error)
 }
 
 // TokenLogprob is a token and its log-probability under the target model's

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"specd/engine"
+	"specd/specdec"
 )
 
 // engineModel adapts an engine.Context and its reusable batch to Model.
@@ -130,7 +131,7 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		}
 		dm = e.model(cfg, e.dctx, e.dbatch)
 	}
-	e.Scheduler, err = New(cfg, e.model(cfg, e.tctx, e.tbatch), dm, target.Vocab(), logger)
+	e.Scheduler, err = New(cfg, e.model(cfg, e.tctx, e.tbatch), dm, engineVocab{target.Vocab()}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -194,4 +195,26 @@ func (e *Engine) Close() {
 	if e.pool != nil {
 		e.pool.Close()
 	}
+}
+
+// engineVocab is the target's vocabulary, compiling grammars with
+// llama.cpp's grammar sampler.
+type engineVocab struct{ *engine.Vocab }
+
+func (v engineVocab) CompileGrammar(gbnf string) (specdec.Grammar, error) {
+	g, err := v.NewGrammar(gbnf, "root")
+	if err != nil {
+		return nil, err
+	}
+	return engineGrammar{g}, nil
+}
+
+type engineGrammar struct{ *engine.Grammar }
+
+func (g engineGrammar) Clone() (specdec.Grammar, error) {
+	c, err := g.Grammar.Clone()
+	if err != nil {
+		return nil, err
+	}
+	return engineGrammar{c}, nil
 }

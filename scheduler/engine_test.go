@@ -2,9 +2,12 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -433,4 +436,94 @@ func TestRealPenaltiesLossless(t *testing.T) {
 	// Seeded sampling is checked in specdec (TestPenalisedPointMassEqualsPlain):
 	// on the real backend a seeded draw near a boundary of the inverse CDF
 	// flips with the batch shape's rounding (decision 0003).
+}
+
+// storyGrammar: a sentence of lower-case words after a capitalised one,
+// then a full stop, and nothing after it.
+const storyGrammar = `root ::= " " [A-Z] [a-z]* (" " [a-z]+){2,30} "."`
+
+var storyGrammarRE = regexp.MustCompile(`^ [A-Z][a-z]*( [a-z]+){2,30}\.?$`)
+
+// TestRealGrammarLossless: under a grammar every output is in its language
+// (a prefix of it at max_tokens), and speculation (draft model, n-gram,
+// prediction) gives the lone plain constrained output token for token,
+// with constrained and free requests in one batch. No grammar is left
+// behind.
+func TestRealGrammarLossless(t *testing.T) {
+	_, st, hv := realModels(t)
+	reqs := realRequests(t, hv.Vocab(), 12)
+	free := realAlone(t, hv, reqs)
+	for i := range reqs {
+		if i%3 != 2 {
+			reqs[i].Grammar = storyGrammar
+		}
+	}
+	want := realAlone(t, hv, reqs)
+	ended := 0
+	for i, r := range reqs {
+		if r.Grammar == "" {
+			continue
+		}
+		if slices.Equal(want[i], free[i]) {
+			t.Errorf("request %d: the grammar changed nothing: %v", i, want[i])
+		}
+		text := detok(t, hv.Vocab(), want[i])
+		if !storyGrammarRE.MatchString(text) {
+			t.Errorf("request %d: %q is not in the grammar's language", i, text)
+		}
+		if len(want[i]) < r.MaxTokens {
+			ended++
+			if last := want[i][len(want[i])-1]; !hv.Vocab().IsEOG(last) || !strings.HasSuffix(text, ".") {
+				t.Errorf("request %d ended early without a full sentence: %q", i, text)
+			}
+		}
+	}
+	if ended == 0 {
+		t.Error("no constrained output reached the end of its sentence")
+	}
+	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
+	if n := engine.LiveGrammars(); n != 0 {
+		t.Errorf("%d grammars left unfreed", n)
+	}
+}
+
+func detok(t *testing.T, v *engine.Vocab, toks []int32) string {
+	t.Helper()
+	var b []byte
+	for _, tok := range toks {
+		b = v.AppendPiece(b, tok, false)
+	}
+	return string(b)
+}
+
+// TestRealGrammarErrors: a grammar llama.cpp cannot use is a bad request;
+// a grammar with a token the vocabulary cannot spell fails that request
+// alone, and a cancelled constrained request frees its grammar.
+func TestRealGrammarErrors(t *testing.T) {
+	_, _, hv := realModels(t)
+	e, stop := startEngine(t, Config{CtxSize: 1024, MaxRunning: 4, Proposer: "none"}, hv, nil)
+	defer stop()
+	prompt := realRequests(t, hv.Vocab(), 1)[0].Prompt
+	for _, g := range []string{`root ::= "a`, `root ::= nothing`, `start ::= "a"`} {
+		if _, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 4, Grammar: g}); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("grammar %q: %v, want ErrBadRequest", g, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := e.Submit(ctx, Request{Prompt: prompt, MaxTokens: 500, IgnoreEOS: true, Grammar: `root ::= [a-z ]*`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	cancel()
+	for range ch {
+	}
+	got := runAll(t, e.Scheduler, []Request{{Prompt: prompt, MaxTokens: 8, Grammar: `root ::= " " [a-z]+`}})
+	if len(got[0]) == 0 {
+		t.Error("a request after the cancelled one made nothing")
+	}
+	waitIdle(t, e.Scheduler)
+	if n := engine.LiveGrammars(); n != 0 {
+		t.Errorf("%d grammars left unfreed", n)
+	}
 }

@@ -56,6 +56,7 @@ type Scheduler struct {
 	items                  []item // scratch: this step's plan
 	tokBuf                 []int32
 	rowsBuf                [][]float32
+	gsaved                 [][]float32 // verify rows before a grammar masked them (logprobs)
 	// Finished sequences whose Done event the reader has not taken yet.
 	undelivered []*seq
 
@@ -187,11 +188,24 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error)
 	if err := s.validate(&r); err != nil {
 		return nil, err
 	}
+	var g specdec.Grammar
+	if r.Grammar != "" {
+		gc, ok := s.vocab.(GrammarCompiler)
+		if !ok {
+			return nil, fmt.Errorf("%w: this backend has no grammar support", ErrBadRequest)
+		}
+		var err error
+		if g, err = gc.CompileGrammar(r.Grammar); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+	}
 	if s.nWait.Add(1) > int64(s.cfg.MaxWaiting) {
 		s.nWait.Add(-1)
+		freeGrammar(g)
 		return nil, ErrQueueFull
 	}
 	q := &seq{
+		grammar:   g,
 		id:        s.nextID.Add(1),
 		ctx:       ctx,
 		req:       r,
@@ -220,6 +234,7 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error)
 	case s.inbox <- q:
 	default:
 		s.nWait.Add(-1)
+		freeGrammar(g)
 		return nil, ErrQueueFull
 	}
 	select {

@@ -48,13 +48,17 @@ type seq struct {
 	admitted            uint64 // admission order, for LIFO preemption
 	cachedTokens        int    // prompt tokens reused from the prefix cache (first admission)
 
-	sampler  *specdec.Sampler // sampling, verification and the draft's own stream
-	adjust   *specdec.Adjust  // logit_bias and penalties; counts the generated tokens
-	proposer proposerKind
-	fixedK   int // > 0: the request fixed k
-	kWant    int // this step's k from planK
-	acc      specdec.Acceptance
-	pred     *specdec.Prediction
+	sampler *specdec.Sampler // sampling, verification and the draft's own stream
+	adjust  *specdec.Adjust  // logit_bias and penalties; counts the generated tokens
+	// grammar (Request.Grammar) follows the accepted tokens; gdraft is its
+	// clone that follows the draft model's proposals during one draft
+	// phase. Both are freed with the Done event (deliver).
+	grammar, gdraft specdec.Grammar
+	proposer        proposerKind
+	fixedK          int // > 0: the request fixed k
+	kWant           int // this step's k from planK
+	acc             specdec.Acceptance
+	pred            *specdec.Prediction
 
 	// Draft proposals of this step and (temperature > 0, draft model) their
 	// distributions.
@@ -76,3 +80,9 @@ type seq struct {
 }
 
 func (s *seq) generated() int { return len(s.tokens) - s.nPrompt }
+
+func freeGrammar(g specdec.Grammar) {
+	if g != nil {
+		g.Free()
+	}
+}

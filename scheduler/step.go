@@ -526,6 +526,10 @@ func (s *Scheduler) runDraft(items []item) {
 			}
 			logits := s.draft.Logits(it.drow)
 			q.adjust.Add(logits, q.drafts)
+			if q.grammar != nil && !s.maskDraft(q, j, logits) {
+				it.k = j // nothing the grammar allows: propose what there is
+				continue
+			}
 			var d int32
 			var dist []float32
 			var conf float64 // how sure the draft is, as llama.cpp's --draft-p-min reads it
@@ -545,6 +549,10 @@ func (s *Scheduler) runDraft(items []item) {
 			if j > 0 && s.cfg.DraftPMin > 0 && conf < s.cfg.DraftPMin {
 				// Unsure: propose the j tokens so far. Its KV past them
 				// is trimmed with the rejected ones after verification.
+				it.k = j
+				continue
+			}
+			if q.gdraft != nil && q.gdraft.Accept(d) != nil {
 				it.k = j
 				continue
 			}
@@ -576,6 +584,28 @@ func (s *Scheduler) runDraft(items []item) {
 	s.stats.DraftDecoded += s.draftRows
 	s.statsMu.Unlock()
 	s.draftRows = 0
+	for i := range items {
+		if q := items[i].q; q.gdraft != nil {
+			q.gdraft.Free()
+			q.gdraft = nil
+		}
+	}
+}
+
+// maskDraft masks draft model row j of q's proposal to the tokens q's
+// grammar allows after the j tokens proposed so far, so that the draft
+// proposes what the constrained target can keep; false if it allows none.
+func (s *Scheduler) maskDraft(q *seq, j int, logits []float32) bool {
+	if j == 0 {
+		freeGrammar(q.gdraft)
+		q.gdraft = nil
+		g, err := q.grammar.Clone()
+		if err != nil {
+			return false
+		}
+		q.gdraft = g
+	}
+	return q.gdraft != nil && q.gdraft.Mask(logits) > 0
 }
 
 // decodeDraft runs one draft decode and measures it by its rows: a pass
@@ -696,9 +726,35 @@ func (s *Scheduler) updateOne(it *item) {
 	if q.proposer == propDraft && !q.sampler.Greedy() && it.k > 0 {
 		qd = q.q[:it.k]
 	}
+	if q.grammar != nil && q.req.Logprobs {
+		// The grammar's mask is not undone by Restore: keep the rows.
+		for j, row := range rows {
+			if j == len(s.gsaved) {
+				s.gsaved = append(s.gsaved, nil)
+			}
+			s.gsaved[j] = append(s.gsaved[j][:0], row...)
+		}
+	}
 	q.adjust.Apply(rows, q.drafts[:it.k])
-	out, accepted := q.sampler.Verify(q.drafts[:it.k], qd, rows, s.tokBuf[:0])
+	k := it.k
+	if q.grammar != nil {
+		var err error
+		if k, err = specdec.ConstrainRows(q.grammar, rows, q.drafts[:k]); err != nil {
+			q.adjust.Restore(rows)
+			s.finish(q, "", fmt.Errorf("grammar: %w", err))
+			return
+		}
+		if qd != nil {
+			qd = qd[:k]
+		}
+	}
+	out, accepted := q.sampler.Verify(q.drafts[:k], qd, rows[:k+1], s.tokBuf[:0])
 	q.adjust.Restore(rows) // logprobs read the model's own logits
+	if q.grammar != nil && q.req.Logprobs {
+		for j := range rows {
+			copy(rows[j], s.gsaved[j])
+		}
+	}
 	s.tokBuf = out[:0]
 	s.rowsBuf = rows[:0]
 	if it.k > 0 {
@@ -753,9 +809,17 @@ func (s *Scheduler) appendTokens(q *seq, toks []int32, rows [][]float32) {
 		q.adjust.Accept(q.tokens[len(q.tokens)-1:])
 		q.usage.CompletionTokens++
 		ev.Tokens = append(ev.Tokens, t)
-		if !q.req.IgnoreEOS && s.vocab.IsEOG(t) {
+		if (!q.req.IgnoreEOS || q.grammar != nil) && s.vocab.IsEOG(t) {
 			reason = "stop"
 			break
+		}
+		if q.grammar != nil {
+			if err := q.grammar.Accept(t); err != nil {
+				// Verification chose it from masked rows: a bug if here.
+				s.deliver(q, ev, false)
+				s.finish(q, "", fmt.Errorf("grammar refused token %d: %w", t, err))
+				return
+			}
 		}
 		if q.req.Logprobs {
 			lp := Logprob{Token: t}
@@ -820,6 +884,11 @@ func (s *Scheduler) finish(q *seq, reason string, err error) {
 // loop: text coalesces while the reader lags; Done is kept until delivered
 // (or the reader is gone).
 func (s *Scheduler) deliver(q *seq, ev Event, final bool) {
+	if ev.Done {
+		freeGrammar(q.gdraft)
+		freeGrammar(q.grammar)
+		q.grammar, q.gdraft = nil, nil
+	}
 	if q.hasPend {
 		q.pending.Text += ev.Text
 		q.pending.Tokens = append(q.pending.Tokens, ev.Tokens...)
