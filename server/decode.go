@@ -42,6 +42,8 @@ type genRequest struct {
 	prediction    string
 	hasPrediction bool
 	speculative   scheduler.Speculative
+
+	grammar string // GBNF: response_format, grammar or json_schema
 }
 
 // promptInput is one completions prompt: text or tokens.
@@ -108,13 +110,6 @@ func emptyObject(r json.RawMessage) bool {
 	return isNull(r) || (json.Unmarshal(r, &m) == nil && m != nil && len(m) == 0)
 }
 
-func textFormat(r json.RawMessage) bool {
-	var f struct {
-		Type string `json:"type"`
-	}
-	return isNull(r) || (json.Unmarshal(r, &f) == nil && f.Type == "text")
-}
-
 func textModalities(r json.RawMessage) bool {
 	var m []string
 	return isNull(r) || (json.Unmarshal(r, &m) == nil && (len(m) == 0 || (len(m) == 1 && m[0] == "text")))
@@ -128,7 +123,6 @@ var unsupported = []struct {
 	name    string
 	neutral neutral
 }{
-	{"response_format", textFormat},
 	{"tools", emptyArray},
 	{"tool_choice", rawIs(`"none"`, `"auto"`)},
 	{"functions", emptyArray},
@@ -142,8 +136,6 @@ var unsupported = []struct {
 	{"reasoning_effort", isNull},
 	{"verbosity", isNull},
 	// llama.cpp extensions with an effect we do not implement.
-	{"grammar", rawIs(`""`)},
-	{"json_schema", emptyObject},
 	{"repeat_penalty", numIs(1)},
 	{"mirostat", numIs(0)},
 	{"typical_p", numIs(1)},
@@ -233,6 +225,9 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		return nil, e
 	}
 	if e = g.decodeSpeculative(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeFormat(m); e != nil {
 		return nil, e
 	}
 	// llama.cpp's cache_prompt (default true): false skips the prefix

@@ -221,6 +221,7 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				Logprobs:      g.logprobs,
 				TopLogprobs:   g.topLogprobs,
 				LogitBias:     g.logitBias,
+				Grammar:       g.grammar,
 			}
 			if pred != nil {
 				r.Prediction = append([]int32(nil), pred...)

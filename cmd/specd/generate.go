@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"specd/engine"
+	"specd/internal/gbnf"
 	"specd/scheduler"
 	"specd/specdec"
 )
@@ -70,6 +72,8 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	ctxSize := fs.Int("ctx-size", 0, "KV cache tokens (0 = the model's training context)")
 	flashAttn := fs.String("flash-attn", "off", "flash attention: off, on or auto")
 	verbose := fs.Bool("verbose", false, "forward llama.cpp's log to stderr")
+	grammarFile := fs.String("grammar", "", "constrain the output to a GBNF grammar (llama.cpp's format, start rule root) read from this file")
+	schemaFile := fs.String("json-schema", "", "constrain the output to JSON valid against the JSON Schema in this file (the subset the server's response_format takes)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: specd generate --model M.gguf --prompt TEXT [-n N] [flags]")
 		fs.PrintDefaults()
@@ -92,6 +96,10 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("--ctx-size %d: must be positive (or 0 for the model's)", *ctxSize)}
 	case *threads < 1:
 		return usageError{fmt.Sprintf("--threads %d: must be positive", *threads)}
+	}
+	grammar, err := readGrammar(*grammarFile, *schemaFile)
+	if err != nil {
+		return err
 	}
 	samp := scheduler.Sampling{Temperature: float32(*temp), TopK: *topK, TopP: float32(*topP), MinP: float32(*minP)}
 	if err := (specdec.SamplingParams{Temperature: samp.Temperature, TopK: samp.TopK, TopP: samp.TopP, MinP: samp.MinP}).Validate(); err != nil {
@@ -175,7 +183,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("tokenize prompt: %w", err)
 	}
-	req := scheduler.Request{Prompt: toks, MaxTokens: *n, Sampling: samp, IgnoreEOS: *ignoreEOS}
+	req := scheduler.Request{Prompt: toks, MaxTokens: *n, Sampling: samp, IgnoreEOS: *ignoreEOS, Grammar: grammar}
 	if *prediction != "" {
 		if req.Prediction, err = target.Vocab().Tokenize(*prediction, false, true); err != nil {
 			return fmt.Errorf("tokenize prediction: %w", err)
@@ -249,4 +257,32 @@ func oneLine(err error) error {
 		return usageError{msg}
 	}
 	return errors.New(msg)
+}
+
+// readGrammar is --grammar's file, or the grammar of --json-schema's.
+func readGrammar(grammarFile, schemaFile string) (string, error) {
+	switch {
+	case grammarFile != "" && schemaFile != "":
+		return "", usageError{"give --grammar or --json-schema, not both"}
+	case grammarFile != "":
+		b, err := os.ReadFile(grammarFile)
+		if err != nil {
+			return "", fmt.Errorf("--grammar: %w", err)
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return "", usageError{fmt.Sprintf("--grammar %s: the file is empty", grammarFile)}
+		}
+		return string(b), nil
+	case schemaFile != "":
+		b, err := os.ReadFile(schemaFile)
+		if err != nil {
+			return "", fmt.Errorf("--json-schema: %w", err)
+		}
+		g, err := gbnf.FromSchema(b)
+		if err != nil {
+			return "", usageError{fmt.Sprintf("--json-schema %s: %v", schemaFile, err)}
+		}
+		return g, nil
+	}
+	return "", nil
 }

@@ -187,6 +187,8 @@ func TestGenerateBadInput(t *testing.T) {
 	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
+	schema := writeFile(t, dir, "bad-schema.json", `{"type": "string", "pattern": "a+"}`)
+	emptyGrammar := writeFile(t, dir, "empty.gbnf", "\n")
 	long := strings.Repeat("the little dog ran to the park and ", 400) // > 2048 tokens, the model's context
 	tests := []struct {
 		name string
@@ -210,6 +212,10 @@ func TestGenerateBadInput(t *testing.T) {
 		{"bad draft file", []string{"--model", model, "--prompt", "hi", "--draft", notGGUF}, 1, "draft model"},
 		{"bad flash-attn", []string{"--model", model, "--prompt", "hi", "--flash-attn", "sometimes"}, 1, `flash-attn "sometimes"`},
 		{"positional prompt", []string{"--model", model, "hello"}, 2, `unexpected argument "hello"`},
+		{"grammar and schema", []string{"--model", model, "--prompt", "hi", "--grammar", emptyGrammar, "--json-schema", schema}, 2, "not both"},
+		{"unsupported schema", []string{"--model", model, "--prompt", "hi", "--json-schema", schema}, 2, `"pattern"`},
+		{"empty grammar", []string{"--model", model, "--prompt", "hi", "--grammar", emptyGrammar}, 2, "empty"},
+		{"missing grammar file", []string{"--model", model, "--prompt", "hi", "--grammar", filepath.Join(dir, "none.gbnf")}, 1, "none.gbnf"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,5 +228,24 @@ func TestGenerateBadInput(t *testing.T) {
 				t.Errorf("stdout %q", out)
 			}
 		})
+	}
+}
+
+// TestGenerateJSONSchema: --json-schema makes the text a JSON document of
+// the schema, with and without n-gram speculation (the same text).
+func TestGenerateJSONSchema(t *testing.T) {
+	model := testenv.StoriesModel(t)
+	schema := writeFile(t, t.TempDir(), "s.json", `{"type": "object", "properties": {"title": {"type": "string", "maxLength": 20}, "happy": {"type": "boolean"}}, "required": ["title", "happy"]}`)
+	args := []string{"--model", model, "--prompt", "Once upon a time", "-n", "80", "--temperature", "0", "--json-schema", schema}
+	a := generateJSON(t, args...)
+	var v struct {
+		Title *string `json:"title"`
+		Happy *bool   `json:"happy"`
+	}
+	if a.FinishReason != "stop" || json.Unmarshal([]byte(a.Text), &v) != nil || v.Title == nil || v.Happy == nil {
+		t.Fatalf("%q (%s) is not a document of the schema", a.Text, a.FinishReason)
+	}
+	if b := generateJSON(t, append(args, "--proposer", "ngram", "--spec-k", "3")...); b.Text != a.Text {
+		t.Fatalf("n-gram speculation: %q, plain %q", b.Text, a.Text)
 	}
 }

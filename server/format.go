@@ -1,0 +1,84 @@
+package server
+
+import (
+	"encoding/json"
+
+	"specd/internal/gbnf"
+)
+
+// maxGrammar bounds a request's grammar text (GBNF as given, or made from
+// a JSON schema): llama.cpp parses it for each choice and clones its state
+// every verify step.
+const maxGrammar = 256 << 10
+
+// decodeFormat reads the structured-output fields into g.grammar (GBNF):
+// OpenAI's response_format (text, json_object, json_schema) and
+// llama-server's grammar (GBNF text) and json_schema (a schema object),
+// also its response_format {"type": "json_object", "schema": {...}}. At
+// most one of them may ask for something.
+func (g *genRequest) decodeFormat(m map[string]json.RawMessage) *apiError {
+	var set []string
+	if r, ok := m["response_format"]; ok && !isNull(r) {
+		var f struct {
+			Type       string          `json:"type"`
+			Schema     json.RawMessage `json:"schema"`
+			JSONSchema *struct {
+				Name   string          `json:"name"`
+				Schema json.RawMessage `json:"schema"`
+				Strict *bool           `json:"strict"`
+			} `json:"json_schema"`
+		}
+		if r[0] != '{' || json.Unmarshal(r, &f) != nil {
+			return wrongType("response_format", `an object such as {"type": "json_object"}`)
+		}
+		switch f.Type {
+		case "text":
+		case "json_object":
+			set = append(set, "response_format")
+			g.grammar = gbnf.JSONObject
+			if len(f.Schema) > 0 && !isNull(f.Schema) {
+				if e := g.schemaGrammar("response_format", f.Schema); e != nil {
+					return e
+				}
+			}
+		case "json_schema":
+			set = append(set, "response_format")
+			if f.JSONSchema == nil || len(f.JSONSchema.Schema) == 0 || isNull(f.JSONSchema.Schema) {
+				return badRequest("response_format", "response_format of type json_schema needs 'json_schema.schema'")
+			}
+			if e := g.schemaGrammar("response_format", f.JSONSchema.Schema); e != nil {
+				return e
+			}
+		default:
+			return invalidValue("response_format", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\", got %q", f.Type)
+		}
+	}
+	if s, ok, e := optString(m, "grammar"); e != nil {
+		return e
+	} else if ok && s != "" {
+		set = append(set, "grammar")
+		g.grammar = s
+	}
+	if r, ok := m["json_schema"]; ok && !emptyObject(r) {
+		set = append(set, "json_schema")
+		if e := g.schemaGrammar("json_schema", r); e != nil {
+			return e
+		}
+	}
+	if len(set) > 1 {
+		return badRequest(set[1], "set only one of response_format, grammar and json_schema (got %s and %s)", set[0], set[1])
+	}
+	if len(g.grammar) > maxGrammar {
+		return invalidValue(set[0], "the grammar is %d bytes; at most %d", len(g.grammar), maxGrammar)
+	}
+	return nil
+}
+
+func (g *genRequest) schemaGrammar(param string, schema json.RawMessage) *apiError {
+	text, err := gbnf.FromSchema(schema)
+	if err != nil {
+		return invalidValue(param, "%v", err)
+	}
+	g.grammar = text
+	return nil
+}
