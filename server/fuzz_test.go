@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"specd/specdec"
@@ -18,6 +19,9 @@ func FuzzDecode(f *testing.F) {
 		`{"prompt":[[1,2],[3]],"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"prompt":["a","b"],"temperature":0.5,"top_p":1,"top_k":0,"min_p":0.1,"logprobs":null}`,
 		`{"prompt":"a","logprobs":3,"logit_bias":{"5":-100,"7":2.5},"presence_penalty":1,"frequency_penalty":-2}`,
+		`{"prompt":"a","grammar":"root ::= [a-z]+","json_schema":{}}`,
+		`{"prompt":"a","json_schema":{"type":"object","properties":{"a":{"enum":[1,"x"]}},"required":["a"]}}`,
+		`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"array","items":{"$ref":"#"}}}}`,
 	} {
 		f.Add(false, []byte(s))
 	}
@@ -26,6 +30,8 @@ func FuzzDecode(f *testing.F) {
 		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"}]}],"prediction":{"type":"content","content":"x"},"speculative":{"proposer":"ngram","k":2}}`,
 		`{"messages":[{"role":"system","content":null}],"n_predict":-1,"max_tokens":1e400}`,
 		`{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":20,"logit_bias":{"0":100}}`,
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"n","strict":true,"schema":{"type":"string","maxLength":3}}}}`,
+		`{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"text"},"grammar":""}`,
 	} {
 		f.Add(true, []byte(s))
 	}
@@ -54,6 +60,9 @@ func FuzzDecode(f *testing.F) {
 				}
 				if p, f := r.Sampling.PresencePenalty, r.Sampling.FrequencyPenalty; !(p >= -specdec.MaxPenalty && p <= specdec.MaxPenalty && f >= -specdec.MaxPenalty && f <= specdec.MaxPenalty) {
 					t.Fatalf("bad penalties built: %v %v", p, f)
+				}
+				if len(r.Grammar) > maxGrammar || (r.Grammar != "" && !strings.Contains(r.Grammar, "root")) {
+					t.Fatalf("bad grammar built: %d bytes", len(r.Grammar))
 				}
 				reqs = append(reqs, r)
 			}

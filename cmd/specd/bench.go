@@ -52,6 +52,7 @@ type benchFlags struct {
 	warmup, salt, rounds     int
 	jsonOut, noProgress      bool
 	ignoreEOS                bool
+	body                     string
 	plot, title              string
 }
 
@@ -59,6 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var f benchFlags
 	fs := newFlagSet("bench")
 	fs.SetOutput(stderr)
+	fs.StringVar(&f.body, "body", "", `JSON object (or @FILE holding one) whose fields every request also sends, e.g. '{"response_format": {"type": "json_object"}}'`)
 	fs.StringVar(&f.url, "url", "http://127.0.0.1:8080", "server base URL (the only host contacted)")
 	fs.StringVar(&f.endpoint, "endpoint", "/v1/completions", "path of the streaming endpoint (/v1/completions or /v1/chat/completions)")
 	fs.StringVar(&f.model, "model", "", "model name sent in requests (default: first id of GET /v1/models)")
@@ -165,6 +167,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		OutputTokens: f.outputToks, Temperature: f.temperature, IgnoreEOS: f.ignoreEOS,
 		PrefixCache: f.prefixCache, Seed: f.seed, Warmup: f.warmup, Timeout: f.timeout,
 		Client: loadgen.NewClient(maxConc),
+	}
+	if f.body != "" {
+		base.Extra = json.RawMessage(f.body)
+		if name, ok := strings.CutPrefix(f.body, "@"); ok {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				return fmt.Errorf("--body: %w", err)
+			}
+			base.Extra = b
+		}
 	}
 	if f.k >= 0 || f.proposer != "" {
 		base.Speculative = &loadgen.Speculative{Proposer: f.proposer}

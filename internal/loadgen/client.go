@@ -106,7 +106,16 @@ func buildBody(cfg *Config, p Prompt) ([]byte, error) {
 	} else {
 		b.Prompt = p.Text
 	}
-	return json.Marshal(b)
+	out, err := json.Marshal(b)
+	if err != nil || len(cfg.Extra) == 0 {
+		return out, err
+	}
+	extra := bytes.TrimSpace(cfg.Extra)
+	if len(extra) <= 2 { // {}
+		return out, nil
+	}
+	// {...base...} + {extra} = {...base..., extra}
+	return append(append(out[:len(out)-1], ','), extra[1:]...), nil
 }
 
 // doRequest sends one streaming request and measures it. t0 is the run's

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -61,7 +62,11 @@ type Config struct {
 	IgnoreEOS    bool    // send ignore_eos: true so every request makes max_tokens (the CLI sets it)
 	PrefixCache  bool    // send cache_prompt: true; false sends cache_prompt: false
 	Speculative  *Speculative
-	Seed         int64 // arrival-time stream; default 0 is a valid seed
+	// Extra is a JSON object whose fields every request also sends (a
+	// response_format, a grammar, ...); it must not repeat the fields
+	// above.
+	Extra json.RawMessage
+	Seed  int64 // arrival-time stream; default 0 is a valid seed
 
 	Warmup  int           // requests sent one at a time before timing starts, not counted; default 0
 	Timeout time.Duration // per request; default 10m
@@ -122,6 +127,17 @@ func (c *Config) Validate() error {
 		return errors.New("loadgen: Warmup < 0")
 	case c.Speculative != nil && c.Speculative.K < 0:
 		return errors.New("loadgen: Speculative.K < 0")
+	}
+	if len(c.Extra) > 0 {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(c.Extra, &m) != nil || m == nil {
+			return errors.New("loadgen: Extra must be a JSON object")
+		}
+		for _, k := range []string{"model", "prompt", "messages", "max_tokens", "temperature", "stream", "stream_options", "ignore_eos", "cache_prompt", "speculative"} {
+			if _, ok := m[k]; ok {
+				return fmt.Errorf("loadgen: Extra repeats %q, which the load generator sets", k)
+			}
+		}
 	}
 	return nil
 }

@@ -285,6 +285,13 @@ func TestBenchRequestBody(t *testing.T) {
 			}
 			return ""
 		}},
+		{"extra fields", Config{Extra: []byte(` {"response_format": {"type": "json_object"}, "seed": 5} `)}, func(b map[string]any) string {
+			rf, _ := b["response_format"].(map[string]any)
+			if rf["type"] != "json_object" || b["seed"] != 5.0 || b["stream"] != true {
+				return "extra fields not sent beside the base ones"
+			}
+			return ""
+		}},
 	}
 	for i, tc := range cases {
 		tc.cfg.URL, tc.cfg.Requests = srv.URL, 1
@@ -556,6 +563,9 @@ func TestBenchValidate(t *testing.T) {
 		{Config{URL: "127.0.0.1:1", Requests: 1}, false},
 		{Config{URL: "http://127.0.0.1:1", Requests: 1, Rate: -1}, false},
 		{Config{URL: "http://127.0.0.1:1", Requests: 1, Speculative: &Speculative{K: -2}}, false},
+		{Config{URL: "http://127.0.0.1:1", Requests: 1, Extra: []byte(`{"grammar": "root ::= \"a\""}`)}, true},
+		{Config{URL: "http://127.0.0.1:1", Requests: 1, Extra: []byte(`[1]`)}, false},
+		{Config{URL: "http://127.0.0.1:1", Requests: 1, Extra: []byte(`{"max_tokens": 3}`)}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v", tc.cfg, err)
