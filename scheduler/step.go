@@ -605,7 +605,13 @@ func (s *Scheduler) maskDraft(q *seq, j int, logits []float32) bool {
 		}
 		q.gdraft = g
 	}
-	return q.gdraft != nil && q.gdraft.Mask(logits) > 0
+	if q.gdraft == nil {
+		return false
+	}
+	if q.sampler.Greedy() && q.gdraft.Allowed(specdec.Argmax(logits)) {
+		return true // the draft proposes the argmax, which the grammar allows
+	}
+	return q.gdraft.Mask(logits) > 0
 }
 
 // decodeDraft runs one draft decode and measures it by its rows: a pass
@@ -739,7 +745,7 @@ func (s *Scheduler) updateOne(it *item) {
 	k := it.k
 	if q.grammar != nil {
 		var err error
-		if k, err = specdec.ConstrainRows(q.grammar, rows, q.drafts[:k]); err != nil {
+		if k, err = specdec.ConstrainRows(q.grammar, rows, q.drafts[:k], q.sampler.Greedy()); err != nil {
 			q.adjust.Restore(rows)
 			s.finish(q, "", fmt.Errorf("grammar: %w", err))
 			return

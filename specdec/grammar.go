@@ -38,8 +38,16 @@ var ErrGrammarDeadEnd = errors.New("the grammar allows no token of the model's v
 // A row the grammar leaves empty ends the chain one token earlier (that
 // draft token leads nowhere); an empty first row is ErrGrammarDeadEnd.
 // g itself is not advanced.
-func ConstrainRows(g Grammar, rows [][]float32, draft []int32) (int, error) {
+//
+// greedy (verification by argmax) skips masking a row whose argmax the
+// grammar allows: the masked row's argmax is the same token. Masking a
+// whole row asks the grammar about every token of the vocabulary (55-73 µs
+// for 512 tokens, BenchmarkGrammar); one token costs about 4 µs.
+func ConstrainRows(g Grammar, rows [][]float32, draft []int32, greedy bool) (int, error) {
 	if len(draft) == 0 {
+		if greedy && g.Allowed(Argmax(rows[0])) {
+			return 0, nil
+		}
 		if g.Mask(rows[0]) == 0 {
 			return 0, ErrGrammarDeadEnd
 		}
@@ -51,6 +59,15 @@ func ConstrainRows(g Grammar, rows [][]float32, draft []int32) (int, error) {
 	}
 	defer c.Free()
 	for j := 0; ; j++ {
+		if greedy {
+			if a := Argmax(rows[j]); c.Allowed(a) {
+				// Verification keeps draft[j] only if it is a.
+				if j == len(draft) || draft[j] != a || c.Accept(a) != nil {
+					return j, nil
+				}
+				continue
+			}
+		}
 		if c.Mask(rows[j]) == 0 {
 			if j == 0 {
 				return 0, ErrGrammarDeadEnd

@@ -94,7 +94,7 @@ func TestGrammarPointMassEqualsPlain(t *testing.T) {
 			for i := range rs {
 				rs[i] = slices.Clone(rows[pos+i])
 			}
-			n, err := ConstrainRows(g, rs, draft)
+			n, err := ConstrainRows(g, rs, draft, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,7 +158,7 @@ func TestConstrainRowsChain(t *testing.T) {
 	} {
 		g := &fakeGrammar{deadEnds: true, live: &live}
 		rs := rows(len(tc.draft) + 1)
-		n, err := ConstrainRows(g, rs, tc.draft)
+		n, err := ConstrainRows(g, rs, tc.draft, false)
 		if err != nil || n != tc.n {
 			t.Errorf("draft %v: %d, %v; want %d", tc.draft, n, err, tc.n)
 		}
@@ -171,9 +171,22 @@ func TestConstrainRowsChain(t *testing.T) {
 			t.Errorf("draft %v: %d clones left, grammar moved to state %d", tc.draft, live, g.s)
 		}
 	}
+	// Greedy: a row whose argmax (5) the grammar allows is left as it is.
+	// 5 in state 0 gives state 5, which allows 5, giving state 7, which
+	// refuses 5 and 2.
+	g := &fakeGrammar{deadEnds: true, live: &live}
+	rs := rows(4)
+	if n, err := ConstrainRows(g, rs, []int32{5, 5, 2}, true); err != nil || n != 2 {
+		t.Errorf("greedy: %d, %v; want 2", n, err)
+	}
+	for j, want := range [][]float32{masked(), masked(), masked(2, 5), masked()} {
+		if !slices.Equal(rs[j], want) {
+			t.Errorf("greedy: row %d = %v, want %v", j, rs[j], want)
+		}
+	}
 	for _, draft := range [][]int32{nil, {1}} {
 		g := &fakeGrammar{s: deadState, deadEnds: true, live: &live}
-		if _, err := ConstrainRows(g, rows(len(draft)+1), draft); !errors.Is(err, ErrGrammarDeadEnd) {
+		if _, err := ConstrainRows(g, rows(len(draft)+1), draft, false); !errors.Is(err, ErrGrammarDeadEnd) {
 			t.Errorf("dead state, draft %v: %v", draft, err)
 		}
 	}
