@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"specd/engine"
+	"specd/internal/gbnf"
 	"specd/specdec"
 )
 
@@ -201,13 +202,34 @@ func (e *Engine) Close() {
 // llama.cpp's grammar sampler.
 type engineVocab struct{ *engine.Vocab }
 
-func (v engineVocab) CompileGrammar(gbnf string) (specdec.Grammar, error) {
-	g, err := v.NewGrammar(gbnf, "root")
+// CompileGrammar checks the text in Go first (gbnf.Check): llama.cpp's
+// parser prints its errors with the whole grammar to stderr, and some
+// grammars it accepts hang or crash it. A grammar whose first full mask
+// takes longer than maxMaskTime is refused too (ambiguous grammars can make
+// llama.cpp's matcher exponential, and masks run on the scheduler's loop).
+func (v engineVocab) CompileGrammar(text string) (specdec.Grammar, error) {
+	if err := gbnf.Check(text, "root"); err != nil {
+		return nil, err
+	}
+	g, err := v.NewGrammar(text, "root")
 	if err != nil {
 		return nil, err
 	}
+	row := make([]float32, v.NTokens())
+	t0 := time.Now()
+	g.Mask(row)
+	limit := max(maxMaskTime, time.Duration(len(row))*2*time.Microsecond)
+	if d := time.Since(t0); d > limit {
+		g.Free()
+		return nil, fmt.Errorf("grammar: too complex for the matcher (%v per token; at most %v)", d.Round(time.Millisecond), limit)
+	}
 	return engineGrammar{g}, nil
 }
+
+// maxMaskTime bounds the first full mask of a grammar (or 2 µs per token
+// of a larger vocabulary): 100 ms at 512 tokens is 1,000x what the JSON
+// grammars take (BenchmarkGrammar).
+const maxMaskTime = 100 * time.Millisecond
 
 type engineGrammar struct{ *engine.Grammar }
 

@@ -57,6 +57,9 @@ func (g *genRequest) decodeFormat(m map[string]json.RawMessage) *apiError {
 		return e
 	} else if ok && s != "" {
 		set = append(set, "grammar")
+		if err := gbnf.Check(s, "root"); err != nil {
+			return invalidValue("grammar", "%v", err)
+		}
 		g.grammar = s
 	}
 	if r, ok := m["json_schema"]; ok && !emptyObject(r) {

@@ -149,8 +149,9 @@ func TestRealFormatErrors(t *testing.T) {
 		name, value any
 		param, msg  string
 	}{
-		{"grammar", `root ::= "unterminated`, "", "invalid grammar"},
-		{"grammar", `start ::= "a"`, "", "invalid grammar"},
+		{"grammar", `root ::= "unterminated`, "grammar", "line 1, column"},
+		{"grammar", `start ::= "a"`, "grammar", "root"},
+		{"grammar", `root ::= "a"{3,2}`, "grammar", "grammar"},
 		{"response_format", map[string]any{"type": "json_schema"}, "response_format", "json_schema.schema"},
 		{"response_format", map[string]any{"type": "xml"}, "response_format", "xml"},
 		{"response_format", "json", "response_format", "must be"},

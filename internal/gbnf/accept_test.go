@@ -24,7 +24,7 @@ var (
 
 // storiesVocab is the stories260K vocabulary and, for each byte, a token
 // whose piece is exactly that byte.
-func storiesVocab(t *testing.T) (*engine.Vocab, map[byte]int32) {
+func storiesVocab(t testing.TB) (*engine.Vocab, map[byte]int32) {
 	t.Helper()
 	dir := testenv.LibDir(t)
 	path := testenv.StoriesModel(t)
