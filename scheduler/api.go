@@ -28,6 +28,11 @@ type Sampling struct {
 	// OpenAI's penalties over the generated tokens, in ±specdec.MaxPenalty
 	// (specdec.Adjust): 0 = off.
 	PresencePenalty, FrequencyPenalty float32
+	// llama.cpp's repeat_penalty over the last RepeatLastN tokens of prompt
+	// and output (-1: all of them); 0 (or 1) = off. In
+	// (0, specdec.MaxRepeatPenalty].
+	RepeatPenalty float32
+	RepeatLastN   int
 }
 
 // Speculative are a request's speculation settings (the `speculative`

@@ -433,6 +433,21 @@ func TestRealPenaltiesLossless(t *testing.T) {
 		t.Logf("repeated tokens: %d unpenalised, %d penalised", a, b)
 	}
 	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
+	// llama.cpp's repeat_penalty over a 16-token window of prompt and output.
+	for i, r := range plain {
+		r.Sampling.RepeatPenalty, r.Sampling.RepeatLastN = 1.5, 16
+		reqs[i] = r
+	}
+	rep := realAlone(t, hv, reqs)
+	if slices.EqualFunc(rep, want, slices.Equal) {
+		t.Fatal("repeat_penalty gave the presence/frequency outputs")
+	}
+	if a, b := repeats(unpen), repeats(rep); b >= a {
+		t.Fatalf("repeat_penalty outputs repeat %d tokens, unpenalised %d", b, a)
+	} else {
+		t.Logf("repeated tokens: %d unpenalised, %d with repeat_penalty", a, b)
+	}
+	speculativeMatches(t, st, hv, reqs, rep, "draft", "ngram", "prediction")
 	// Seeded sampling is checked in specdec (TestPenalisedPointMassEqualsPlain):
 	// on the real backend a seeded draw near a boundary of the inverse CDF
 	// flips with the batch shape's rounding (decision 0003).
@@ -504,7 +519,10 @@ func TestRealGrammarErrors(t *testing.T) {
 	e, stop := startEngine(t, Config{CtxSize: 1024, MaxRunning: 4, Proposer: "none"}, hv, nil)
 	defer stop()
 	prompt := realRequests(t, hv.Vocab(), 1)[0].Prompt
-	for _, g := range []string{`root ::= "a`, `root ::= nothing`, `start ::= "a"`} {
+	// The last three are grammars llama.cpp accepts and then hangs on,
+	// crashes on, or runs out of memory on: gbnf.Check refuses them first.
+	for _, g := range []string{`root ::= "a`, `root ::= nothing`, `start ::= "a"`,
+		`root ::= "a"{2,1}`, "a ::= root\na ::= \"x\"", "root ::= a root \"x\" | \"y\"\na ::= \"z\"?"} {
 		if _, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 4, Grammar: g}); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("grammar %q: %v, want ErrBadRequest", g, err)
 		}

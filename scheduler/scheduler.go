@@ -301,6 +301,9 @@ func (s *Scheduler) validate(r *Request) error {
 			return fmt.Errorf("%w: presence and frequency penalties must be in -%d..%d", ErrBadRequest, specdec.MaxPenalty, specdec.MaxPenalty)
 		}
 	}
+	if rp := r.Sampling.RepeatPenalty; rp != 0 && !(rp > 0 && rp <= specdec.MaxRepeatPenalty) || r.Sampling.RepeatLastN < -1 {
+		return fmt.Errorf("%w: repeat_penalty %v: must be in (0, %d]; repeat_last_n %d: must be >= -1", ErrBadRequest, rp, specdec.MaxRepeatPenalty, r.Sampling.RepeatLastN)
+	}
 	if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {
 		return fmt.Errorf("%w: top_logprobs %d: must be in 0..%d, with logprobs on", ErrBadRequest, r.TopLogprobs, specdec.MaxTopLogprobs)
 	}
@@ -387,6 +390,13 @@ func (s *Scheduler) accept(q *seq) {
 		Temperature: r.Temperature, TopK: r.TopK, TopP: r.TopP, MinP: r.MinP, Seed: r.Seed,
 	}, s.ws)
 	q.adjust = specdec.NewAdjust(q.req.LogitBias, r.PresencePenalty, r.FrequencyPenalty)
+	if r.RepeatPenalty != 0 {
+		lastN := r.RepeatLastN
+		if lastN < 0 {
+			lastN = s.cfg.MaxSeqLen
+		}
+		q.adjust = q.adjust.WithRepeat(r.RepeatPenalty, lastN, q.req.Prompt)
+	}
 	s.waiting = append(s.waiting, q)
 }
 

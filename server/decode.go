@@ -136,7 +136,6 @@ var unsupported = []struct {
 	{"reasoning_effort", isNull},
 	{"verbosity", isNull},
 	// llama.cpp extensions with an effect we do not implement.
-	{"repeat_penalty", numIs(1)},
 	{"mirostat", numIs(0)},
 	{"typical_p", numIs(1)},
 	{"n_probs", numIs(0)},
@@ -458,7 +457,9 @@ func (g *genRequest) decodeSampling(m map[string]json.RawMessage) *apiError {
 		{"min_p", 0, 1, false, &g.sampling.MinP},
 		{"presence_penalty", -specdec.MaxPenalty, specdec.MaxPenalty, false, &g.sampling.PresencePenalty},
 		{"frequency_penalty", -specdec.MaxPenalty, specdec.MaxPenalty, false, &g.sampling.FrequencyPenalty},
+		{"repeat_penalty", 0, specdec.MaxRepeatPenalty, true, &g.sampling.RepeatPenalty},
 	}
+	g.sampling.RepeatPenalty, g.sampling.RepeatLastN = 1, 64 // llama.cpp's defaults
 	for _, rg := range ranges {
 		v, ok, e := optFloat(m, rg.name)
 		if e != nil {
@@ -475,6 +476,14 @@ func (g *genRequest) decodeSampling(m map[string]json.RawMessage) *apiError {
 			return invalidValue(rg.name, "'%s' must be in %s%g, %g], got %g", rg.name, lb, rg.lo, rg.hi, v)
 		}
 		*rg.dst = float32(v)
+	}
+	if n, ok, e := optInt(m, "repeat_last_n"); e != nil {
+		return e
+	} else if ok {
+		if n < -1 || n > math.MaxInt32 {
+			return invalidValue("repeat_last_n", "'repeat_last_n' must be >= -1 (-1: the whole context), got %d", n)
+		}
+		g.sampling.RepeatLastN = int(n)
 	}
 	if k, ok, e := optInt(m, "top_k"); e != nil {
 		return e

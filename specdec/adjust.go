@@ -7,6 +7,8 @@ import "slices"
 const (
 	MaxLogitBias = 100 // -100 in effect bans a token, +100 all but forces it
 	MaxPenalty   = 2
+	// MaxRepeatPenalty bounds llama.cpp's repeat_penalty (1 = off).
+	MaxRepeatPenalty = 10
 )
 
 // Adjust is what a request adds to the model's logits before anything
@@ -35,6 +37,15 @@ type Adjust struct {
 	toks  []int32
 	cnt   []int32
 	index map[int32]int
+
+	// llama.cpp's repeat_penalty over the last lastN tokens of prompt and
+	// output (WithRepeat): hist holds them (and the draft tokens of the
+	// row being adjusted), win counts each token's occurrences among the
+	// last lastN of hist.
+	repeat float32
+	lastN  int
+	hist   []int32
+	win    map[int32]int32
 
 	saved []saved
 }
@@ -65,13 +76,86 @@ func NewAdjust(bias map[int32]float32, presence, frequency float32) *Adjust {
 	return a
 }
 
+// WithRepeat adds llama.cpp's repeat_penalty to a (nil: a new Adjust):
+// each distinct token among the last lastN tokens of prompt and output has
+// its logit divided by penalty if positive, multiplied if not, before the
+// presence and frequency penalties, as llama.cpp's penalties sampler does
+// (llama-server feeds it the prompt too). penalty 1 or lastN 0 is off.
+func (a *Adjust) WithRepeat(penalty float32, lastN int, prompt []int32) *Adjust {
+	if penalty == 1 || lastN == 0 {
+		return a
+	}
+	if a == nil {
+		a = &Adjust{}
+	}
+	a.repeat, a.lastN, a.win = penalty, lastN, map[int32]int32{}
+	a.hist = make([]int32, 0, min(lastN, len(prompt))+64)
+	for _, t := range prompt[max(0, len(prompt)-lastN):] {
+		a.push(t)
+	}
+	return a
+}
+
+// push appends t to the repeat window's history, sliding out the token
+// that leaves the last lastN; pop undoes the newest push.
+func (a *Adjust) push(t int32) {
+	a.hist = append(a.hist, t)
+	a.win[t]++
+	if n := len(a.hist); n > a.lastN {
+		out := a.hist[n-1-a.lastN]
+		if a.win[out]--; a.win[out] == 0 {
+			delete(a.win, out)
+		}
+	}
+}
+
+func (a *Adjust) pop() {
+	n := len(a.hist)
+	t := a.hist[n-1]
+	if a.win[t]--; a.win[t] == 0 {
+		delete(a.win, t)
+	}
+	if n > a.lastN {
+		a.win[a.hist[n-1-a.lastN]]++
+	}
+	a.hist = a.hist[:n-1]
+}
+
 // Accept counts generated tokens (for the penalties).
 func (a *Adjust) Accept(toks []int32) {
-	if a == nil || !a.penalise {
+	if a == nil {
 		return
 	}
 	for _, t := range toks {
+		if a.penalise {
+			a.add(t)
+		}
+		if a.win != nil {
+			a.push(t)
+			if len(a.hist) >= 2*a.lastN+256 { // keep the history short
+				a.hist = append(a.hist[:0], a.hist[len(a.hist)-a.lastN:]...)
+			}
+		}
+	}
+}
+
+// draftPush and draftPop count (uncount) a draft token for the penalties
+// of the rows after it.
+func (a *Adjust) draftPush(t int32) {
+	if a.penalise {
 		a.add(t)
+	}
+	if a.win != nil {
+		a.push(t)
+	}
+}
+
+func (a *Adjust) draftPop(t int32) {
+	if a.penalise {
+		a.remove(t)
+	}
+	if a.win != nil {
+		a.pop()
 	}
 }
 
@@ -105,6 +189,18 @@ func (a *Adjust) row(j int, row []float32, save bool) {
 			row[t] += a.biasVal[i]
 		}
 	}
+	for t := range a.win {
+		if int(t) < len(row) {
+			if save {
+				a.saved = append(a.saved, saved{int32(j), t, row[t]})
+			}
+			if row[t] <= 0 {
+				row[t] *= a.repeat
+			} else {
+				row[t] /= a.repeat
+			}
+		}
+	}
 	for i, t := range a.toks {
 		if int(t) < len(row) {
 			if save {
@@ -117,20 +213,22 @@ func (a *Adjust) row(j int, row []float32, save bool) {
 
 // Apply adjusts rows in place, rows[j] for the generated tokens plus
 // draft[:j] (len(draft) >= len(rows)-1 when there are penalties), and
-// keeps the values it overwrote for Restore.
+// keeps the values it overwrote for Restore (the draft tokens are read
+// only with penalties).
 func (a *Adjust) Apply(rows [][]float32, draft []int32) {
 	if a == nil {
 		return
 	}
 	a.saved = a.saved[:0]
+	counts := a.penalise || a.win != nil
 	for j, row := range rows {
-		if j > 0 && a.penalise {
-			a.add(draft[j-1])
+		if j > 0 && counts {
+			a.draftPush(draft[j-1])
 		}
 		a.row(j, row, true)
 	}
-	for j := len(rows) - 1; j > 0 && a.penalise; j-- {
-		a.remove(draft[j-1])
+	for j := len(rows) - 1; j > 0 && counts; j-- {
+		a.draftPop(draft[j-1])
 	}
 }
 
@@ -152,13 +250,11 @@ func (a *Adjust) Add(row []float32, draft []int32) {
 	if a == nil {
 		return
 	}
-	if a.penalise {
-		for _, d := range draft {
-			a.add(d)
-		}
+	for _, d := range draft {
+		a.draftPush(d)
 	}
 	a.row(0, row, false)
-	for j := len(draft) - 1; j >= 0 && a.penalise; j-- {
-		a.remove(draft[j])
+	for j := len(draft) - 1; j >= 0; j-- {
+		a.draftPop(draft[j])
 	}
 }

@@ -185,3 +185,89 @@ func TestAdjustBias(t *testing.T) {
 		t.Fatalf("%v allocations per apply+restore", a)
 	}
 }
+
+// repeatRef is llama.cpp's repeat penalty, bias first, then the presence
+// and frequency penalties over gen, on a copy of row: the reference.
+func repeatRef(row []float32, bias map[int32]float32, hist []int32, lastN int, pen float32, gen []int32, pres, freq float32) []float32 {
+	r := slices.Clone(row)
+	for t, b := range bias {
+		r[t] += b
+	}
+	in := map[int32]bool{}
+	for _, t := range hist[max(0, len(hist)-lastN):] {
+		in[t] = true
+	}
+	for t := range in {
+		if r[t] <= 0 {
+			r[t] *= pen
+		} else {
+			r[t] /= pen
+		}
+	}
+	cnt := map[int32]int{}
+	for _, t := range gen {
+		cnt[t]++
+	}
+	for t, c := range cnt {
+		r[t] -= pres + float32(c)*freq
+	}
+	return r
+}
+
+// TestAdjustRepeatMatchesReference: over a long generation (past the
+// history's compaction), every verify row and every draft row gets exactly
+// the reference's values for the window it continues, and Restore puts the
+// rows back.
+func TestAdjustRepeatMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	const nv = 24
+	for _, lastN := range []int{1, 5, 64} {
+		prompt := make([]int32, 1+rng.IntN(3*lastN))
+		for i := range prompt {
+			prompt[i] = int32(rng.IntN(nv))
+		}
+		bias := map[int32]float32{3: 1.5, 4: -2}
+		a := NewAdjust(bias, 0.3, 0.2).WithRepeat(1.3, lastN, prompt)
+		hist, gen := slices.Clone(prompt), []int32(nil)
+		for step := range 200 {
+			draft := make([]int32, rng.IntN(5))
+			for i := range draft {
+				draft[i] = int32(rng.IntN(nv))
+			}
+			rows := make([][]float32, len(draft)+1)
+			orig := make([][]float32, len(rows))
+			for j := range rows {
+				rows[j] = make([]float32, nv)
+				for i := range rows[j] {
+					rows[j][i] = float32(rng.NormFloat64() * 2)
+				}
+				orig[j] = slices.Clone(rows[j])
+			}
+			a.Apply(rows, draft)
+			for j := range rows {
+				want := repeatRef(orig[j], bias, append(slices.Clone(hist), draft[:j]...), lastN, 1.3, append(slices.Clone(gen), draft[:j]...), 0.3, 0.2)
+				if !slices.Equal(rows[j], want) {
+					t.Fatalf("lastN %d step %d row %d:\n got %v\nwant %v", lastN, step, j, rows[j], want)
+				}
+			}
+			a.Restore(rows)
+			for j := range rows {
+				if !slices.Equal(rows[j], orig[j]) {
+					t.Fatalf("lastN %d step %d: row %d not restored", lastN, step, j)
+				}
+			}
+			d := slices.Clone(orig[0])
+			a.Add(d, draft)
+			if want := repeatRef(orig[0], bias, append(slices.Clone(hist), draft...), lastN, 1.3, append(slices.Clone(gen), draft...), 0.3, 0.2); !slices.Equal(d, want) {
+				t.Fatalf("lastN %d step %d: draft row %v, want %v", lastN, step, d, want)
+			}
+			acc := draft[:rng.IntN(len(draft)+1)]
+			acc = append(slices.Clone(acc), int32(rng.IntN(nv)))
+			a.Accept(acc)
+			hist, gen = append(hist, acc...), append(gen, acc...)
+		}
+	}
+	if NewAdjust(nil, 0, 0).WithRepeat(1, 64, []int32{1}) != nil || NewAdjust(nil, 0, 0).WithRepeat(1.2, 0, []int32{1}) != nil {
+		t.Error("a neutral repeat penalty made an Adjust")
+	}
+}
