@@ -22,6 +22,10 @@
 #   6  heavy target + stories260K draft, specd's adaptive k against specd
 #      without speculation (same server, per-request proposer none) and
 #      llama-server without speculation, c 1/4/16
+#   7  stories260K, structured outputs: every request constrained by the
+#      JSON schema bench/schema.json, temperature 0, c 1/4/16
+#   8  heavy target + stories260K draft, the same structured outputs,
+#      specd adaptive k against llama-server k=3, c 1/4
 #
 # --quick: one run (unless --runs), concurrency 1 and 4 only (scenario 1
 #          keeps all: it is cheap), 32 output tokens, k 0..4; writes no doc
@@ -82,12 +86,12 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
-[ "$SCENARIOS" = all ] && SCENARIOS="1,2,3,4,5,6"
+[ "$SCENARIOS" = all ] && SCENARIOS="1,2,3,4,5,6,7,8"
 [ -n "$RUNS" ] || { [ "$QUICK" = 1 ] && RUNS=1 || RUNS=3; }
 [ "$DOC" = auto ] && { [ "$QUICK" = 1 ] && DOC=0 || DOC=1; }
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive integer"
 has() { [[ ",$1," == *",$2,"* ]]; }
-for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-6]$ ]] || die "unknown scenario $s"; done
+for s in ${SCENARIOS//,/ }; do [[ "$s" =~ ^[1-8]$ ]] || die "unknown scenario $s"; done
 for s in ${SIDES//,/ }; do [[ "$s" =~ ^(specd|llama)$ ]] || die "unknown side $s"; done
 
 export GGML_NO_BACKTRACE=1
@@ -361,6 +365,28 @@ scenario6() {
   stop specd; stop llama
 }
 
+# Scenario 7: structured outputs. stories260K, every request constrained by
+# the JSON schema of bench/schema.json (sent as llama-server's json_schema
+# field, which both servers take), temperature 0, each answer ending where
+# its JSON ends (no ignore_eos), c 1/4/16.
+scenario7() {
+  local np=16 ctx=$((16 * 384))
+  specd_cmd "$STORIES" "" $np $ctx --proposer none; CMD_specd=("${CMD[@]}")
+  llama_cmd "$STORIES" "" $np $ctx --no-cache-prompt; CMD_llama=("${CMD[@]}")
+  pair 7 "$(quick_concs "1 4 16")" 16 --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2 \
+    --ignore-eos=false --body "{\"json_schema\": $(cat "$root/bench/schema.json")}"
+}
+# Scenario 8: structured outputs with speculation. heavy-q8 + stories260K
+# draft, the same schema, temperature 0; specd with adaptive k, llama-server
+# with its best k of scenario 5 (3), c 1/4.
+scenario8() {
+  local np=4 ctx=$((4 * 384))
+  specd_cmd "$HEAVY" "$STORIES" $np $ctx --proposer draft; CMD_specd=("${CMD[@]}")
+  llama_cmd "$HEAVY" "$STORIES" $np $ctx --no-cache-prompt --spec-type draft-simple --spec-draft-n-max 3; CMD_llama=("${CMD[@]}")
+  pair 8 "$(quick_concs "1 4")" 4 --input-tokens 128 --output-tokens "$OUTTOK" --warmup 2 \
+    --ignore-eos=false --body "{\"json_schema\": $(cat "$root/bench/schema.json")}"
+}
+
 if [ "$REPORT_ONLY" = 0 ]; then
   # When and on what the runs were made, for a later --report of them.
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')" >"$OUT/made"
@@ -425,6 +451,8 @@ scenario_title=(
   "4. heavy-q8, 384-token shared prefix + 32 unique tokens, prefix caching on"
   "5. k sweep on specd (heavy-q8 + stories260K draft)"
   "6. heavy-q8 + stories260K draft: specd's adaptive k against no speculation"
+  "7. stories260K, structured outputs: JSON schema bench/schema.json, temperature 0"
+  "8. heavy-q8 + stories260K draft, structured outputs (bench/schema.json), specd adaptive k, llama-server k=3"
 )
 
 section="$OUT/section.md"
