@@ -43,7 +43,8 @@ type genRequest struct {
 	hasPrediction bool
 	speculative   scheduler.Speculative
 
-	grammar string // GBNF: response_format, grammar or json_schema
+	grammar string     // GBNF: response_format, grammar, json_schema or the tools'
+	tools   []chatTool // chat: the tools the answer may call (tools.go)
 }
 
 // promptInput is one completions prompt: text or tokens.
@@ -123,8 +124,6 @@ var unsupported = []struct {
 	name    string
 	neutral neutral
 }{
-	{"tools", emptyArray},
-	{"tool_choice", rawIs(`"none"`, `"auto"`)},
 	{"functions", emptyArray},
 	{"function_call", rawIs(`"none"`, `"auto"`)},
 	{"echo", rawIs("false")},
@@ -229,6 +228,9 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 	if e = g.decodeFormat(m); e != nil {
 		return nil, e
 	}
+	if e = g.decodeTools(m); e != nil {
+		return nil, e
+	}
 	// llama.cpp's cache_prompt (default true): false skips the prefix
 	// cache for this prompt, as llama-server does (the output is the same
 	// either way; only the prompt's time differs).
@@ -238,7 +240,8 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 	}
 	g.noCache = set && !cachePrompt
 	// Accepted and ignored: user, metadata, store, service_tier,
-	// prompt_cache_key, safety_identifier, parallel_tool_calls (no tools).
+	// prompt_cache_key, safety_identifier, parallel_tool_calls (one call
+	// per choice is made either way).
 	// Type-checked so that garbage there is still a 400.
 	if _, _, e = optString(m, "user"); e != nil {
 		return nil, e
@@ -324,7 +327,7 @@ func tokenArray(r json.RawMessage, vocab int, want string) ([]int32, *apiError) 
 	return toks, nil
 }
 
-var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true}
+var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
 
 func (g *genRequest) decodeMessages(m map[string]json.RawMessage) *apiError {
 	r, ok := m["messages"]
@@ -353,9 +356,9 @@ func (g *genRequest) decodeMessages(m map[string]json.RawMessage) *apiError {
 			return badRequest(p+".role", "'%s.role' is required", p)
 		}
 		if !chatRoles[role] {
-			return invalidValue(p+".role", "role %q is not supported (use system, developer, user or assistant; tool messages are not supported)", role)
+			return invalidValue(p+".role", "role %q is not supported (use system, developer, user, assistant or tool)", role)
 		}
-		for _, f := range []string{"tool_calls", "function_call", "audio"} {
+		for _, f := range []string{"function_call", "audio"} {
 			if v, ok := msg[f]; ok && !isNull(v) && !emptyArray(v) {
 				e := badRequest(p+"."+f, "'%s.%s' is not supported by this server", p, f)
 				e.Code = "unsupported_parameter"
@@ -365,6 +368,16 @@ func (g *genRequest) decodeMessages(m map[string]json.RawMessage) *apiError {
 		content, e := messageContent(msg["content"], p+".content")
 		if e != nil {
 			return e
+		}
+		if tc, ok := msg["tool_calls"]; ok && !isNull(tc) && !emptyArray(tc) {
+			if role != "assistant" {
+				return badRequest(p+".tool_calls", "only assistant messages have tool_calls")
+			}
+			calls, e := assistantCalls(tc, p+".tool_calls")
+			if e != nil {
+				return e
+			}
+			content = strings.TrimSpace(content + "\n" + calls)
 		}
 		g.messages[i] = scheduler.ChatMessage{Role: role, Content: content}
 	}

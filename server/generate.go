@@ -316,6 +316,11 @@ type choiceState struct {
 	// of the next token.
 	lps    []scheduler.Logprob
 	offset int
+	// Streamed with tools: an answer that starts with "{" (a call) is held
+	// back whole; plain once it is known not to be one.
+	hold   []byte
+	holdLP []scheduler.Logprob
+	plain  bool
 }
 
 // end says why waiting for the next event stopped.
@@ -466,7 +471,14 @@ func (r *run) collect() ([]byte, *apiError) {
 			resp.Choices[i].Logprobs = r.appendLogprobs(nil, c.lps, &c.offset)
 		}
 		if r.g.chat {
-			resp.Choices[i].Message = &messageJSON{Role: "assistant", Content: text}
+			msg := &messageJSON{Role: "assistant", Content: &text}
+			if call, ok := parseCall(text, r.g.tools); ok && len(r.g.tools) > 0 {
+				msg.Content, msg.ToolCalls = nil, []toolCallJSON{call}
+				if c.finish == "stop" {
+					resp.Choices[i].FinishReason = "tool_calls"
+				}
+			}
+			resp.Choices[i].Message = msg
 		} else {
 			resp.Choices[i].Text = &text
 		}
@@ -499,8 +511,9 @@ type choiceJSON struct {
 }
 
 type messageJSON struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string         `json:"role"`
+	Content   *string        `json:"content"`
+	ToolCalls []toolCallJSON `json:"tool_calls,omitempty"`
 }
 
 type usageJSON struct {
@@ -655,6 +668,31 @@ func (r *run) stream(w *bufio.Writer) {
 			return
 		}
 		text, lps := ce.ev.Text, ce.ev.Logprobs
+		finish := ce.ev.FinishReason
+		if c := &r.choices[ce.idx]; len(r.g.tools) > 0 && !c.plain {
+			c.hold = append(c.hold, text...)
+			c.holdLP = append(c.holdLP, lps...)
+			text, lps = "", nil
+			if call, ok := parseCall(string(c.hold), r.g.tools); ok && ce.ev.Done {
+				idx := 0
+				call.Index = &idx
+				buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)
+				buf = append(buf, `,"delta":{"tool_calls":`...)
+				tc, _ := json.Marshal([]toolCallJSON{call})
+				buf = append(buf, tc...)
+				buf = append(buf, `},"logprobs":null,"finish_reason":null`...)
+				buf = append(buf, tail...)
+				_, _ = w.Write(buf)
+				c.hold, c.holdLP = nil, nil
+				if finish == "stop" {
+					finish = "tool_calls"
+				}
+			} else if ce.ev.Done || (len(c.hold) > 0 && c.hold[0] != '{') {
+				c.plain = true
+				text, lps = string(c.hold), c.holdLP
+				c.hold, c.holdLP = nil, nil
+			}
+		}
 		if every := r.s.cfg.StreamInterval; every > 1 {
 			// Hold the text back until it spans every tokens (the first
 			// chunk and the last go out at once; an error event sends
@@ -679,7 +717,7 @@ func (r *run) stream(w *bufio.Writer) {
 			} else {
 				buf = append(buf, `,"text":"","logprobs":null,"finish_reason":`...)
 			}
-			buf = appendJSONString(buf, ce.ev.FinishReason)
+			buf = appendJSONString(buf, finish)
 			buf = append(buf, tail...)
 			_, _ = w.Write(buf)
 		}

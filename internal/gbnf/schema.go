@@ -20,40 +20,56 @@ import (
 // doc). Errors are user-facing messages that name the unsupported keyword or
 // bad value and its location as a JSON pointer, e.g.
 // `json_schema: unsupported keyword "pattern" at #/properties/zip`.
-func FromSchema(schema []byte) (text string, err error) {
+func FromSchema(schema []byte) (string, error) {
+	g := newGrammar()
+	if err := g.addSchema(schema, "root"); err != nil {
+		return "", err
+	}
+	return g.finish("json_schema: the schema")
+}
+
+// addSchema converts schema into rules of g whose start is the rule name
+// (reserved; a "#" $ref refers to it).
+func (g *grammar) addSchema(schema []byte, name string) (err error) {
 	if len(schema) > maxSchema {
-		return "", fmt.Errorf("json_schema: the schema is larger than %d KiB", maxSchema>>10)
+		return fmt.Errorf("json_schema: the schema is larger than %d KiB", maxSchema>>10)
 	}
 	root, perr := parseJSON(schema)
 	if perr != nil {
-		return "", fmt.Errorf("json_schema: invalid JSON: %v", perr)
+		return fmt.Errorf("json_schema: invalid JSON: %v", perr)
 	}
 	if root.kind != 'o' && root.kind != 'b' {
-		return "", fmt.Errorf("json_schema: the schema must be a JSON object or a boolean, not %s", kindName(root))
+		return fmt.Errorf("json_schema: the schema must be a JSON object or a boolean, not %s", kindName(root))
 	}
-	c := &converter{g: newGrammar(), root: root, defs: map[string]string{}}
+	c := &converter{g: g, root: root, rootName: name, defs: map[string]string{}}
 	defer func() {
 		if r := recover(); r != nil {
 			e, ok := r.(schemaError)
 			if !ok {
 				panic(r)
 			}
-			text, err = "", e
+			err = e
 		}
 	}()
-	if sym := c.schema(root, "#", "root", "root"); sym != "root" {
-		c.g.define("root", sym)
+	if sym := c.schema(root, "#", name, name); sym != name {
+		c.g.define(name, sym)
 	}
 	c.checkCycles()
-	if n := len(c.g.order); n > maxRules {
-		return "", fmt.Errorf("json_schema: the schema needs %d grammar rules, more than the limit of %d", n, maxRules)
+	return nil
+}
+
+// finish checks g against the limits and writes it; what names the input
+// in errors.
+func (g *grammar) finish(what string) (string, error) {
+	if n := len(g.order); n > maxRules {
+		return "", fmt.Errorf("%s needs %d grammar rules, more than the limit of %d", what, n, maxRules)
 	}
-	if c.g.reps > maxRepeatTotal {
-		return "", fmt.Errorf("json_schema: the schema's repetition counts add up to %d, more than the limit of %d", c.g.reps, maxRepeatTotal)
+	if g.reps > maxRepeatTotal {
+		return "", fmt.Errorf("%s's repetition counts add up to %d, more than the limit of %d", what, g.reps, maxRepeatTotal)
 	}
-	text = c.g.String()
+	text := g.String()
 	if len(text) > maxGrammar {
-		return "", fmt.Errorf("json_schema: the schema needs a grammar of %d bytes, more than the limit of %d KiB", len(text), maxGrammar>>10)
+		return "", fmt.Errorf("%s needs a grammar of %d bytes, more than the limit of %d KiB", what, len(text), maxGrammar>>10)
 	}
 	return text, nil
 }
@@ -86,10 +102,11 @@ func set(words ...string) map[string]bool {
 
 // converter turns schema nodes into rules of g.
 type converter struct {
-	g     *grammar
-	root  *node
-	defs  map[string]string // $ref -> rule name, for definitions visited
-	edges []edge            // refs met before any input is consumed
+	g        *grammar
+	root     *node
+	rootName string            // the rule of the schema's root ("#")
+	defs     map[string]string // $ref -> rule name, for definitions visited
+	edges    []edge            // refs met before any input is consumed
 }
 
 // edge says rule from may begin with rule to, through ref at path.
@@ -305,7 +322,7 @@ func (c *converter) ref(ref, path, lead string) string {
 	}
 	name, seen := c.defs[defPath]
 	if defPath == "#" {
-		name, seen = "root", true
+		name, seen = c.rootName, true
 	}
 	if !seen {
 		name = c.fresh(hint, path)
