@@ -21,19 +21,8 @@ func TestAdjustPenaltiesMatchReference(t *testing.T) {
 			gen[i] = int32(rng.IntN(nv))
 		}
 		p.Accept(gen)
-		draft := make([]int32, rng.IntN(6))
-		for i := range draft {
-			draft[i] = int32(rng.IntN(nv))
-		}
-		rows := make([][]float32, len(draft)+1)
-		orig := make([][]float32, len(rows))
-		for j := range rows {
-			rows[j] = make([]float32, nv)
-			for i := range rows[j] {
-				rows[j][i] = float32(rng.NormFloat64())
-			}
-			orig[j] = slices.Clone(rows[j])
-		}
+		draft := randomTokens(rng, rng.IntN(6), nv)
+		rows, orig := randomRows(rng, len(draft)+1, nv, 1)
 		toks, cnt := slices.Clone(p.toks), slices.Clone(p.cnt)
 		p.Apply(rows, draft)
 		for j := range rows {
@@ -222,27 +211,13 @@ func TestAdjustRepeatMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	const nv = 24
 	for _, lastN := range []int{1, 5, 64} {
-		prompt := make([]int32, 1+rng.IntN(3*lastN))
-		for i := range prompt {
-			prompt[i] = int32(rng.IntN(nv))
-		}
+		prompt := randomTokens(rng, 1+rng.IntN(3*lastN), nv)
 		bias := map[int32]float32{3: 1.5, 4: -2}
 		a := NewAdjust(bias, 0.3, 0.2).WithRepeat(1.3, lastN, prompt)
 		hist, gen := slices.Clone(prompt), []int32(nil)
 		for step := range 200 {
-			draft := make([]int32, rng.IntN(5))
-			for i := range draft {
-				draft[i] = int32(rng.IntN(nv))
-			}
-			rows := make([][]float32, len(draft)+1)
-			orig := make([][]float32, len(rows))
-			for j := range rows {
-				rows[j] = make([]float32, nv)
-				for i := range rows[j] {
-					rows[j][i] = float32(rng.NormFloat64() * 2)
-				}
-				orig[j] = slices.Clone(rows[j])
-			}
+			draft := randomTokens(rng, rng.IntN(5), nv)
+			rows, orig := randomRows(rng, len(draft)+1, nv, 2)
 			a.Apply(rows, draft)
 			for j := range rows {
 				want := repeatRef(orig[j], bias, append(slices.Clone(hist), draft[:j]...), lastN, 1.3, append(slices.Clone(gen), draft[:j]...), 0.3, 0.2)
@@ -270,4 +245,26 @@ func TestAdjustRepeatMatchesReference(t *testing.T) {
 	if NewAdjust(nil, 0, 0).WithRepeat(1, 64, []int32{1}) != nil || NewAdjust(nil, 0, 0).WithRepeat(1.2, 0, []int32{1}) != nil {
 		t.Error("a neutral repeat penalty made an Adjust")
 	}
+}
+
+// randomTokens is n tokens below nv.
+func randomTokens(rng *rand.Rand, n, nv int) []int32 {
+	toks := make([]int32, n)
+	for i := range toks {
+		toks[i] = int32(rng.IntN(nv))
+	}
+	return toks
+}
+
+// randomRows is n rows of nv normal logits times scale, and a copy.
+func randomRows(rng *rand.Rand, n, nv int, scale float64) (rows, orig [][]float32) {
+	rows, orig = make([][]float32, n), make([][]float32, n)
+	for j := range rows {
+		rows[j] = make([]float32, nv)
+		for i := range rows[j] {
+			rows[j][i] = float32(rng.NormFloat64() * scale)
+		}
+		orig[j] = slices.Clone(rows[j])
+	}
+	return rows, orig
 }

@@ -216,25 +216,20 @@ func (c *checker) space(i int, newlineOK bool) int {
 }
 
 // name is the end of the rule name at i (parse_name).
-func (c *checker) name(i int) int {
-	j := i
-	for isWordChar(c.at(j)) {
-		j++
-	}
-	if j == i {
-		c.fail(i, "expecting name")
-	}
-	return j
-}
+func (c *checker) name(i int) int { return c.run(i, isWordChar, "expecting name") }
 
 // integer is the end of the digits at i (parse_int).
-func (c *checker) integer(i int) int {
+func (c *checker) integer(i int) int { return c.run(i, isDigit, "expecting integer") }
+
+// run is the end of the bytes from i that in accepts, failing with msg
+// if there is none.
+func (c *checker) run(i int, in func(byte) bool, msg string) int {
 	j := i
-	for isDigit(c.at(j)) {
+	for in(c.at(j)) {
 		j++
 	}
 	if j == i {
-		c.fail(i, "expecting integer")
+		c.fail(i, "%s", msg)
 	}
 	return j
 }
