@@ -472,10 +472,12 @@ func (r *run) collect() ([]byte, *apiError) {
 		}
 		if r.g.chat {
 			msg := &messageJSON{Role: "assistant", Content: &text}
-			if call, ok := parseCall(text, r.g.tools); ok && len(r.g.tools) > 0 {
-				msg.Content, msg.ToolCalls = nil, []toolCallJSON{call}
-				if c.finish == "stop" {
-					resp.Choices[i].FinishReason = "tool_calls"
+			if len(r.g.tools) > 0 {
+				if call, ok := parseCall(text, r.g.tools); ok {
+					msg.Content, msg.ToolCalls = nil, []toolCallJSON{call}
+					if c.finish == "stop" {
+						resp.Choices[i].FinishReason = "tool_calls"
+					}
 				}
 			}
 			resp.Choices[i].Message = msg
