@@ -244,6 +244,11 @@ func TestRealSmallPoolPreempts(t *testing.T) {
 	for i := range reqs {
 		reqs[i].IgnoreEOS = true
 		reqs[i].MaxTokens = 48
+		if i%3 == 0 {
+			// Constrained requests keep their grammar's state through
+			// preemption (at least 40 words: no early end).
+			reqs[i].Grammar = `root ::= (" " [a-z]+){40,}`
+		}
 	}
 	want := realAlone(t, st, reqs)
 	for _, mode := range []string{"recompute", "swap"} {
@@ -259,6 +264,9 @@ func TestRealSmallPoolPreempts(t *testing.T) {
 			if s.PreemptionsRecomp+s.PreemptionsSwap == 0 {
 				t.Fatal("no preemption with a pool of 256 tokens")
 			}
+			if n := engine.LiveGrammars(); n != 0 {
+				t.Fatalf("%d grammars left unfreed", n)
+			}
 		})
 	}
 }
@@ -269,8 +277,11 @@ func TestRealCancellationsLeaveNoKV(t *testing.T) {
 	reqs := realRequests(t, hv.Vocab(), 32)
 	rng := rand.New(rand.NewPCG(9, 9))
 	var wg sync.WaitGroup
-	for _, r := range reqs {
+	for i, r := range reqs {
 		r.IgnoreEOS, r.MaxTokens = true, 64
+		if i%2 == 0 {
+			r.Grammar = `root ::= (" " [a-z]+){40,}`
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		ch, err := e.Submit(ctx, r)
 		if err != nil {
@@ -300,6 +311,9 @@ func TestRealCancellationsLeaveNoKV(t *testing.T) {
 		if p := e.DraftContext().SeqPosMax(slot); p != -1 {
 			t.Fatalf("draft KV still holds seq %d up to pos %d", slot, p)
 		}
+	}
+	if n := engine.LiveGrammars(); n != 0 {
+		t.Fatalf("%d grammars left unfreed", n)
 	}
 }
 
