@@ -59,6 +59,12 @@ type Request struct {
 	// position (Event.Logprobs).
 	Logprobs    bool
 	TopLogprobs int
+	// PromptLogprobs: also report each prompt token's log-probability
+	// given the tokens before it (all but the first; TopLogprobs
+	// alternatives each), in Event.PromptLogprobs, as the prefill computes
+	// them (the prefix cache is skipped). MaxTokens may then be 0: score
+	// the prompt, generate nothing (finish reason "length").
+	PromptLogprobs bool
 	// LogitBias (OpenAI's logit_bias) is added to the target's logits
 	// before sampling and verification (the output is the biased target's),
 	// and to the draft model's, so that it proposes what the biased target
@@ -98,11 +104,14 @@ type Event struct {
 	Tokens []int32 // the tokens behind Text (may be longer than Text shows while a stop string is pending)
 	// Logprobs (Request.Logprobs): one per token of Tokens, except an
 	// end-of-generation token that ended the sequence (it has no text).
-	Logprobs     []Logprob
-	Done         bool
-	FinishReason string // on Done: "stop" (EOG or stop string) or "length"
-	Err          error  // on Done: non-nil if the request failed
-	Usage        Usage  // on Done
+	Logprobs []Logprob
+	// PromptLogprobs (Request.PromptLogprobs): prompt tokens 1..n-1, in
+	// order, all in one event before any generated token's.
+	PromptLogprobs []Logprob
+	Done           bool
+	FinishReason   string // on Done: "stop" (EOG or stop string) or "length"
+	Err            error  // on Done: non-nil if the request failed
+	Usage          Usage  // on Done
 }
 
 // Usage is a finished request's accounting.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -558,4 +559,82 @@ func TestRealGrammarErrors(t *testing.T) {
 	if n := engine.LiveGrammars(); n != 0 {
 		t.Errorf("%d grammars left unfreed", n)
 	}
+}
+
+// TestRealPromptLogprobs: every prompt token after the first gets the
+// logprob and alternatives of the row that predicts it, across prefill
+// chunks, equal (to 1e-3) to what the same prefix gives as its first
+// generated token's; max_tokens 0 scores the prompt and generates nothing.
+func TestRealPromptLogprobs(t *testing.T) {
+	_, st, _ := realModels(t)
+	prompt, err := st.Vocab().Tokenize("Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.", true, false)
+	if err != nil || len(prompt) < 20 {
+		t.Fatalf("prompt of %d tokens (%v)", len(prompt), err)
+	}
+	e, stop := startEngine(t, Config{CtxSize: 1024, MaxRunning: 1, MaxBatchTokens: 9, KMax: 8, Proposer: "none"}, st, nil)
+	defer stop()
+	var plp []Logprob
+	for _, maxTok := range []int{0, 4} {
+		ch, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: maxTok, PromptLogprobs: true, Logprobs: true, TopLogprobs: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []Logprob
+		var last Event
+		n := 0
+		for ev := range ch {
+			got = append(got, ev.PromptLogprobs...)
+			if len(ev.PromptLogprobs) > 0 && n > 0 {
+				t.Fatal("prompt logprobs after generated tokens")
+			}
+			n += len(ev.Tokens)
+			last = ev
+		}
+		if last.Err != nil || n != maxTok || (maxTok == 0 && last.FinishReason != "length") {
+			t.Fatalf("max_tokens %d: %d tokens, %v, %q", maxTok, n, last.Err, last.FinishReason)
+		}
+		if len(got) != len(prompt)-1 {
+			t.Fatalf("max_tokens %d: %d prompt logprobs for %d tokens", maxTok, len(got), len(prompt))
+		}
+		plp = got
+	}
+	close := func(x, y float32) bool { return math.Abs(float64(x-y)) <= 1e-3*max(1, math.Abs(float64(x))) }
+	for k := 1; k < len(prompt); k++ {
+		lp := plp[k-1]
+		if lp.Token != prompt[k] || len(lp.Top) != 3 || lp.Logprob > 0 {
+			t.Fatalf("token %d: %+v", k, lp)
+		}
+		out := runAllEvents(t, e.Scheduler, Request{Prompt: prompt[:k], MaxTokens: 1, Logprobs: true, TopLogprobs: 3})
+		ref := out.Logprobs[0].Top
+		for j := range ref {
+			if ref[j].Token != lp.Top[j].Token || !close(ref[j].Logprob, lp.Top[j].Logprob) {
+				t.Fatalf("token %d: alternatives %v, the prefix alone gives %v", k, lp.Top, ref)
+			}
+			if ref[j].Token == lp.Token && !close(ref[j].Logprob, lp.Logprob) {
+				t.Fatalf("token %d: logprob %v, the prefix alone gives %v", k, lp.Logprob, ref[j].Logprob)
+			}
+		}
+	}
+	if _, err := e.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 0}); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("max_tokens 0 without prompt logprobs: %v", err)
+	}
+}
+
+// runAllEvents runs one request and returns its events merged.
+func runAllEvents(t *testing.T, s *Scheduler, r Request) Event {
+	t.Helper()
+	ch, err := s.Submit(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all Event
+	for ev := range ch {
+		all.Tokens = append(all.Tokens, ev.Tokens...)
+		all.Logprobs = append(all.Logprobs, ev.Logprobs...)
+		all.Err = ev.Err
+	}
+	if all.Err != nil {
+		t.Fatal(all.Err)
+	}
+	return all
 }

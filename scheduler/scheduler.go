@@ -199,6 +199,9 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error)
 			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
 	}
+	if r.PromptLogprobs {
+		r.NoPrefixCache = true // every prompt row is computed
+	}
 	if s.nWait.Add(1) > int64(s.cfg.MaxWaiting) {
 		s.nWait.Add(-1)
 		freeGrammar(g)
@@ -270,8 +273,8 @@ func (s *Scheduler) validate(r *Request) error {
 			return fmt.Errorf("%w: prediction token %d is outside the vocabulary", ErrBadRequest, t)
 		}
 	}
-	if r.MaxTokens < 1 {
-		return fmt.Errorf("%w: max_tokens must be at least 1", ErrBadRequest)
+	if r.MaxTokens < 1 && !(r.MaxTokens == 0 && r.PromptLogprobs) {
+		return fmt.Errorf("%w: max_tokens must be at least 1 (0 only with prompt logprobs)", ErrBadRequest)
 	}
 	if len(r.Prompt)+1 > s.cfg.MaxSeqLen {
 		return fmt.Errorf("%w: %d prompt tokens, the context holds %d per sequence", ErrPromptTooLong, len(r.Prompt), s.cfg.MaxSeqLen)

@@ -54,11 +54,15 @@ type seq struct {
 	// clone that follows the draft model's proposals during one draft
 	// phase. Both are freed with the Done event (deliver).
 	grammar, gdraft specdec.Grammar
-	proposer        proposerKind
-	fixedK          int // > 0: the request fixed k
-	kWant           int // this step's k from planK
-	acc             specdec.Acceptance
-	pred            *specdec.Prediction
+	// plp are the prompt's logprobs so far (Request.PromptLogprobs): of
+	// tokens 1..len(plp); plpSent once delivered.
+	plp      []Logprob
+	plpSent  bool
+	proposer proposerKind
+	fixedK   int // > 0: the request fixed k
+	kWant    int // this step's k from planK
+	acc      specdec.Acceptance
+	pred     *specdec.Prediction
 
 	// Draft proposals of this step and (temperature > 0, draft model) their
 	// distributions.

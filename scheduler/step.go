@@ -18,6 +18,7 @@ type item struct {
 	logits   bool
 	k        int // draft tokens verified this step (len(q.drafts) after propose)
 	row      int // target row of the token at to-1 (when logits)
+	prow     int // target row of the token at from (prompt logprobs)
 	drow     int // draft row whose logits give the next proposal
 	dto      int // > 0: the draft KV is fed up to dto this step
 }
@@ -698,7 +699,13 @@ func (s *Scheduler) decodeTarget(items []item) time.Duration {
 func (s *Scheduler) addTarget(it *item) int {
 	q := it.q
 	for p := it.from; p < it.to; p++ {
-		r := s.target.Add(q.tokens[p], int32(p), int32(q.slot), it.logits && p == it.to-1)
+		// Prompt logprobs: every prompt row not scored yet predicts the
+		// next prompt token.
+		plp := q.req.PromptLogprobs && p >= len(q.plp) && p < q.nPrompt-1
+		r := s.target.Add(q.tokens[p], int32(p), int32(q.slot), plp || (it.logits && p == it.to-1))
+		if p == it.from {
+			it.prow = r
+		}
 		if it.logits && p == it.to-1 {
 			it.row = r
 		}
@@ -720,8 +727,16 @@ func (s *Scheduler) update(items []item) {
 
 func (s *Scheduler) updateOne(it *item) {
 	q := it.q
+	if q.req.PromptLogprobs && !q.plpSent {
+		s.scorePrompt(it)
+	}
 	if !it.logits {
 		q.computed = it.to
+		return
+	}
+	if q.req.MaxTokens == 0 { // scored the prompt; nothing to generate
+		q.computed = it.to
+		s.finish(q, "length", nil)
 		return
 	}
 	rows := s.rowsBuf[:0]
@@ -787,6 +802,26 @@ func (s *Scheduler) updateOne(it *item) {
 	s.appendTokens(q, out, rows)
 	if !q.finished {
 		s.alloc.Commit(q.slot, q.tokens[:s.committable(q)])
+	}
+}
+
+// scorePrompt takes the logprobs of the prompt tokens this item's rows
+// predict (raw model rows, before any adjustment), and delivers them all
+// once the last is in.
+func (s *Scheduler) scorePrompt(it *item) {
+	q := it.q
+	for p := max(it.from, len(q.plp)); p < it.to && p < q.nPrompt-1; p++ {
+		row := s.target.Logits(it.prow + p - it.from)
+		if row == nil {
+			break
+		}
+		lp := Logprob{Token: q.tokens[p+1]}
+		lp.Logprob, lp.Top = specdec.Logprobs(row, lp.Token, q.req.TopLogprobs, nil)
+		q.plp = append(q.plp, lp)
+	}
+	if len(q.plp) >= q.nPrompt-1 {
+		q.plpSent = true
+		s.deliver(q, Event{PromptLogprobs: q.plp}, false)
 	}
 }
 
@@ -899,10 +934,11 @@ func (s *Scheduler) deliver(q *seq, ev Event, final bool) {
 		q.pending.Text += ev.Text
 		q.pending.Tokens = append(q.pending.Tokens, ev.Tokens...)
 		q.pending.Logprobs = append(q.pending.Logprobs, ev.Logprobs...)
+		q.pending.PromptLogprobs = append(q.pending.PromptLogprobs, ev.PromptLogprobs...)
 		if ev.Done {
 			q.pending.Done, q.pending.FinishReason, q.pending.Err, q.pending.Usage = true, ev.FinishReason, ev.Err, ev.Usage
 		}
-	} else if ev.Done || ev.Text != "" || len(ev.Tokens) > 0 {
+	} else if ev.Done || ev.Text != "" || len(ev.Tokens) > 0 || len(ev.PromptLogprobs) > 0 {
 		q.pending, q.hasPend = ev, true
 	}
 	if !q.hasPend {

@@ -22,6 +22,8 @@ type genRequest struct {
 	messages []scheduler.ChatMessage // chat
 
 	maxTokens      int    // 0: not given (default applies)
+	zeroMax        bool   // max_tokens: 0 given (completions with echo: score the prompt only)
+	echo           bool   // completions: the prompt comes back before the completion
 	maxTokensParam string // the field that set maxTokens, for errors
 	untilFull      bool   // n_predict: -1 (llama.cpp): as many as fit
 
@@ -126,7 +128,6 @@ var unsupported = []struct {
 }{
 	{"functions", emptyArray},
 	{"function_call", rawIs(`"none"`, `"auto"`)},
-	{"echo", rawIs("false")},
 	{"best_of", numIs(1)},
 	{"suffix", rawIs(`""`)},
 	{"audio", isNull},
@@ -230,6 +231,17 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 	}
 	if e = g.decodeTools(m); e != nil {
 		return nil, e
+	}
+	if g.echo, _, e = optBool(m, "echo"); e != nil {
+		return nil, e
+	}
+	if g.echo && chat {
+		e := badRequest("echo", "'echo' is a completions parameter")
+		e.Code = "unsupported_parameter"
+		return nil, e
+	}
+	if g.zeroMax && (!g.echo || g.maxTokens > 0) {
+		return nil, invalidValue(g.maxTokensParam, "'%s' must be at least 1 (0 only with echo, to score the prompt)", g.maxTokensParam)
 	}
 	// llama.cpp's cache_prompt (default true): false skips the prefix
 	// cache for this prompt, as llama-server does (the output is the same
@@ -442,6 +454,10 @@ func (g *genRequest) decodeMaxTokens(m map[string]json.RawMessage) *apiError {
 			if g.maxTokensParam == "" {
 				g.untilFull = true
 			}
+			continue
+		}
+		if v == 0 && f != "n_predict" {
+			g.zeroMax, g.maxTokensParam = true, f
 			continue
 		}
 		if v < 1 || v > math.MaxInt32 {

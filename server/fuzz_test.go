@@ -20,6 +20,7 @@ func FuzzDecode(f *testing.F) {
 		`{"prompt":["a","b"],"temperature":0.5,"top_p":1,"top_k":0,"min_p":0.1,"logprobs":null}`,
 		`{"prompt":"a","logprobs":3,"logit_bias":{"5":-100,"7":2.5},"presence_penalty":1,"frequency_penalty":-2}`,
 		`{"prompt":"a","grammar":"root ::= [a-z]+","json_schema":{}}`,
+		`{"prompt":[[1,2,3]],"echo":true,"logprobs":1,"max_tokens":0,"temperature":0}`,
 		`{"prompt":"a","json_schema":{"type":"object","properties":{"a":{"enum":[1,"x"]}},"required":["a"]}}`,
 		`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"array","items":{"$ref":"#"}}}}`,
 	} {
@@ -49,7 +50,7 @@ func FuzzDecode(f *testing.F) {
 			rs, lens, e2 := s.buildRequests(g)
 			e = e2
 			for _, r := range rs {
-				if r.MaxTokens < 1 || len(r.Prompt) == 0 || len(r.Prompt)+r.MaxTokens > fakeCtx {
+				if (r.MaxTokens < 1 && !(r.MaxTokens == 0 && r.PromptLogprobs)) || len(r.Prompt) == 0 || len(r.Prompt)+r.MaxTokens > fakeCtx {
 					t.Fatalf("bad request built: prompt %d max %d", len(r.Prompt), r.MaxTokens)
 				}
 				if r.TopLogprobs < 0 || r.TopLogprobs > specdec.MaxTopLogprobs || (r.TopLogprobs > 0 && !r.Logprobs) {

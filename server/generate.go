@@ -79,6 +79,12 @@ func (s *Server) generate(ctx *fasthttp.RequestCtx, chat bool) {
 	if chat {
 		r.endpoint = epChat
 	}
+	if g.echo {
+		for i := range r.choices {
+			r.choices[i].echo = s.promptText(g, i/g.n, reqs[i].Prompt)
+			r.choices[i].echoTok = reqs[i].Prompt[0]
+		}
+	}
 	r.events = fanIn(rctx, chans)
 	if r.alive != nil {
 		// fasthttp's read deadline would make the liveness peek fail after
@@ -197,6 +203,10 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 		room := ctxSize - len(p)
 		maxTok := g.maxTokens
 		switch {
+		case g.zeroMax: // echo, scoring the prompt only
+			if room < 0 {
+				return nil, nil, contextExceeded(param, ctxSize, len(p), 0)
+			}
 		case maxTok == 0 && room <= 0:
 			return nil, nil, contextExceeded(param, ctxSize, len(p), 1)
 		case maxTok == 0:
@@ -222,6 +232,9 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				TopLogprobs:   g.topLogprobs,
 				LogitBias:     g.logitBias,
 				Grammar:       g.grammar,
+				// echo with logprobs scores the prompt too (max_tokens 0:
+				// only the prompt)
+				PromptLogprobs: g.echo && (g.logprobs || g.zeroMax),
 			}
 			if pred != nil {
 				r.Prediction = append([]int32(nil), pred...)
@@ -321,6 +334,12 @@ type choiceState struct {
 	hold   []byte
 	holdLP []scheduler.Logprob
 	plain  bool
+	// echo: the prompt's text and first token, its logprobs as they come
+	// (plp), and whether the streamed prompt went out.
+	echo    string
+	echoTok int32
+	plp     []scheduler.Logprob
+	echoed  bool
 }
 
 // end says why waiting for the next event stopped.
@@ -454,6 +473,7 @@ func (r *run) collect() ([]byte, *apiError) {
 		c := &r.choices[ce.idx]
 		c.text.WriteString(ce.ev.Text)
 		c.lps = append(c.lps, ce.ev.Logprobs...)
+		c.plp = append(c.plp, ce.ev.PromptLogprobs...)
 		if err := r.apply(ce); err != nil {
 			return nil, r.failure(endNone, err)
 		}
@@ -465,10 +485,14 @@ func (r *run) collect() ([]byte, *apiError) {
 	resp.Choices = make([]choiceJSON, len(r.choices))
 	for i := range r.choices {
 		c := &r.choices[i]
-		text := c.text.String()
+		text := c.echo + c.text.String()
 		resp.Choices[i] = choiceJSON{Index: i, FinishReason: c.finish}
 		if r.g.logprobs {
-			resp.Choices[i].Logprobs = r.appendLogprobs(nil, c.lps, &c.offset)
+			lps := c.lps
+			if r.g.echo {
+				lps = c.echoLogprobs(lps)
+			}
+			resp.Choices[i].Logprobs = r.appendLogprobs(nil, lps, &c.offset)
 		}
 		if r.g.chat {
 			msg := &messageJSON{Role: "assistant", Content: &text}
@@ -671,6 +695,16 @@ func (r *run) stream(w *bufio.Writer) {
 		}
 		text, lps := ce.ev.Text, ce.ev.Logprobs
 		finish := ce.ev.FinishReason
+		if c := &r.choices[ce.idx]; r.g.echo && !c.echoed {
+			// The prompt goes out with the first chunk (its logprobs come
+			// in the first event, before any token's).
+			c.echoed = true
+			c.plp = ce.ev.PromptLogprobs
+			text = c.echo + text
+			if r.g.logprobs {
+				lps = c.echoLogprobs(lps)
+			}
+		}
 		if c := &r.choices[ce.idx]; len(r.g.tools) > 0 && !c.plain {
 			c.hold = append(c.hold, text...)
 			c.holdLP = append(c.holdLP, lps...)
@@ -777,4 +811,26 @@ func (r *run) streamError(w *bufio.Writer, e *apiError) {
 	_, _ = w.Write(e.body())
 	_, _ = w.WriteString("\n\n")
 	_ = w.Flush()
+}
+
+// echoLogprobs puts the prompt's entries before lps: the first prompt token
+// with no logprob (nothing predicts it; rendered null), then the others'.
+func (c *choiceState) echoLogprobs(lps []scheduler.Logprob) []scheduler.Logprob {
+	out := make([]scheduler.Logprob, 0, 1+len(c.plp)+len(lps))
+	out = append(out, scheduler.Logprob{Token: c.echoTok, Logprob: noLogprob})
+	out = append(out, c.plp...)
+	return append(out, lps...)
+}
+
+// promptText is prompt i as echo returns it: the text sent, or the pieces
+// of the tokens sent.
+func (s *Server) promptText(g *genRequest, i int, toks []int32) string {
+	if p := g.prompts[i]; !p.isTokens {
+		return p.text
+	}
+	var b strings.Builder
+	for _, t := range toks {
+		b.WriteString(s.b.TokenPiece(t))
+	}
+	return b.String()
 }

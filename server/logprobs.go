@@ -8,6 +8,12 @@ import (
 	"specd/scheduler"
 )
 
+// noLogprob marks an echoed prompt's first token, which nothing predicts:
+// its logprob and top_logprobs are written as null (OpenAI, vLLM).
+var noLogprob = float32(math.NaN())
+
+func isNoLogprob(lp scheduler.Logprob) bool { return lp.Logprob != lp.Logprob && lp.Top == nil }
+
 // logprobFloor stands for a log-probability of -Inf (a token the model
 // gives no mass), which JSON cannot carry; vLLM writes the same.
 const logprobFloor = -9999.0
@@ -62,6 +68,10 @@ func (r *run) appendLogprobs(dst []byte, lps []scheduler.Logprob, offset *int) [
 		if i > 0 {
 			dst = append(dst, ',')
 		}
+		if isNoLogprob(lp) {
+			dst = append(dst, "null"...)
+			continue
+		}
 		dst = appendLogprob(dst, lp.Logprob)
 	}
 	dst = append(dst, `],"top_logprobs":[`...)
@@ -69,6 +79,10 @@ func (r *run) appendLogprobs(dst []byte, lps []scheduler.Logprob, offset *int) [
 	for i, lp := range lps {
 		if i > 0 {
 			dst = append(dst, ',')
+		}
+		if isNoLogprob(lp) {
+			dst = append(dst, "null"...)
+			continue
 		}
 		dst = append(dst, '{')
 		keys = keys[:0]
