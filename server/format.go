@@ -2,6 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
 
 	"specd/internal/gbnf"
 )
@@ -68,8 +71,11 @@ func (g *genRequest) decodeFormat(m map[string]json.RawMessage) *apiError {
 			return e
 		}
 	}
+	if e := g.decodeGuided(m, &set); e != nil {
+		return e
+	}
 	if len(set) > 1 {
-		return badRequest(set[1], "set only one of response_format, grammar and json_schema (got %s and %s)", set[0], set[1])
+		return badRequest(set[1], "set only one of response_format, grammar, json_schema and vLLM's guided_* / structured_outputs (got %s and %s)", set[0], set[1])
 	}
 	if len(g.grammar) > maxGrammar {
 		return invalidValue(set[0], "the grammar is %d bytes; at most %d", len(g.grammar), maxGrammar)
@@ -83,5 +89,81 @@ func (g *genRequest) schemaGrammar(param string, schema json.RawMessage) *apiErr
 		return invalidValue(param, "%v", err)
 	}
 	g.grammar = text
+	return nil
+}
+
+// decodeGuided reads vLLM's structured-output fields: guided_json,
+// guided_choice, guided_grammar (GBNF, which xgrammar's EBNF mostly is) and
+// the newer structured_outputs object (json, choice, grammar,
+// json_object). Regular expressions and anything else a constraint could
+// be are refused, never ignored.
+func (g *genRequest) decodeGuided(m map[string]json.RawMessage, set *[]string) *apiError {
+	fields := map[string]json.RawMessage{}
+	param := map[string]string{}
+	for _, k := range []string{"guided_json", "guided_choice", "guided_grammar", "guided_regex"} {
+		if r, ok := m[k]; ok && !isNull(r) {
+			kind := strings.TrimPrefix(k, "guided_")
+			fields[kind], param[kind] = r, k
+		}
+	}
+	if r, ok := m["structured_outputs"]; ok && !isNull(r) {
+		var so map[string]json.RawMessage
+		if r[0] != '{' || json.Unmarshal(r, &so) != nil {
+			return wrongType("structured_outputs", "an object such as {\"json\": {...}}")
+		}
+		for k, v := range so {
+			if isNull(v) || string(v) == "false" {
+				continue
+			}
+			p := "structured_outputs." + k
+			if _, dup := fields[k]; dup {
+				return badRequest(p, "'%s' repeats '%s'", p, param[k])
+			}
+			fields[k], param[k] = v, p
+		}
+	}
+	for _, kind := range slices.Sorted(maps.Keys(fields)) {
+		r, p := fields[kind], param[kind]
+		*set = append(*set, p)
+		switch kind {
+		case "json":
+			schema := []byte(r)
+			var s string
+			if json.Unmarshal(r, &s) == nil { // the schema as a JSON string
+				schema = []byte(s)
+			}
+			if e := g.schemaGrammar(p, schema); e != nil {
+				return e
+			}
+		case "json_object":
+			if string(r) != "true" {
+				return wrongType(p, "true")
+			}
+			g.grammar = gbnf.JSONObject
+		case "choice":
+			var choices []string
+			if json.Unmarshal(r, &choices) != nil {
+				return wrongType(p, "an array of strings")
+			}
+			text, err := gbnf.Choice(choices)
+			if err != nil {
+				return invalidValue(p, "%v", err)
+			}
+			g.grammar = text
+		case "grammar":
+			var s string
+			if json.Unmarshal(r, &s) != nil {
+				return wrongType(p, "a string (GBNF)")
+			}
+			if err := gbnf.Check(s, "root"); err != nil {
+				return invalidValue(p, "%v", err)
+			}
+			g.grammar = s
+		default: // regex, structural_tag, ...
+			e := badRequest(p, "'%s' is not supported by this server (it takes json, json_object, choice and grammar)", p)
+			e.Code = "unsupported_parameter"
+			return e
+		}
+	}
 	return nil
 }

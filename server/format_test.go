@@ -130,6 +130,20 @@ func TestRealSDKStructuredOutputs(t *testing.T) {
 		t.Fatalf("grammar: %q", res.Choices[0].Text)
 	}
 
+	// vLLM's fields.
+	res = complete(t, c, cp, option.WithJSONSet("guided_choice", []string{" yes", " no", " maybe"}))
+	if tx := res.Choices[0].Text; tx != " yes" && tx != " no" && tx != " maybe" {
+		t.Fatalf("guided_choice: %q", tx)
+	}
+	res = complete(t, c, cp, option.WithJSONSet("structured_outputs", map[string]any{"json": map[string]any{"enum": []int{1, 2, 3}}}))
+	if tx := res.Choices[0].Text; tx != "1" && tx != "2" && tx != "3" {
+		t.Fatalf("structured_outputs.json: %q", tx)
+	}
+	res = complete(t, c, cp, option.WithJSONSet("guided_json", `{"type": "boolean"}`))
+	if tx := res.Choices[0].Text; tx != "true" && tx != "false" {
+		t.Fatalf("guided_json as a string: %q", tx)
+	}
+
 	deadline := time.Now().Add(5 * time.Second)
 	for engine.LiveGrammars() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)

@@ -21,6 +21,8 @@ func FuzzDecode(f *testing.F) {
 		`{"prompt":"a","logprobs":3,"logit_bias":{"5":-100,"7":2.5},"presence_penalty":1,"frequency_penalty":-2}`,
 		`{"prompt":"a","grammar":"root ::= [a-z]+","json_schema":{}}`,
 		`{"prompt":[[1,2,3]],"echo":true,"logprobs":1,"max_tokens":0,"temperature":0}`,
+		`{"prompt":"a","guided_choice":["x","y"],"structured_outputs":{"json":"{\"type\":\"string\"}"}}`,
+		`{"prompt":"a","structured_outputs":{"choice":["a"],"grammar":"root ::= \"a\"","json_object":true}}`,
 		`{"prompt":"a","json_schema":{"type":"object","properties":{"a":{"enum":[1,"x"]}},"required":["a"]}}`,
 		`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"array","items":{"$ref":"#"}}}}`,
 	} {

@@ -306,3 +306,19 @@ func writeChar(b *strings.Builder, r rune) {
 		b.WriteRune(r)
 	}
 }
+
+// Choice is a grammar (root rule "root") whose language is exactly the
+// given strings (vLLM's guided_choice).
+func Choice(choices []string) (string, error) {
+	if len(choices) == 0 {
+		return "", fmt.Errorf("choice: the list is empty")
+	}
+	alts := make([]string, len(choices))
+	for i, c := range choices {
+		if c == "" {
+			return "", fmt.Errorf("choice: choice %d is empty", i)
+		}
+		alts[i] = literal(c)
+	}
+	return "root ::= " + strings.Join(alts, " | ") + "\n", nil
+}

@@ -67,3 +67,25 @@ func TestToolCalls(t *testing.T) {
 		t.Error("no tools accepted")
 	}
 }
+
+func TestChoice(t *testing.T) {
+	g, err := Choice([]string{"yes", "no", `say "hi"\n`, "été"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"yes", "no", `say "hi"\n`, "été"} {
+		if ok, why := accepts(t, g, s); !ok {
+			t.Errorf("%q refused: %s", s, why)
+		}
+	}
+	for _, s := range []string{"ye", "yes ", "maybe", "noyes"} {
+		if ok, _ := accepts(t, g, s); ok {
+			t.Errorf("%q accepted", s)
+		}
+	}
+	for _, bad := range [][]string{nil, {"a", ""}} {
+		if _, err := Choice(bad); err == nil {
+			t.Errorf("Choice(%q) accepted", bad)
+		}
+	}
+}
