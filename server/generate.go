@@ -497,8 +497,8 @@ func (r *run) collect() ([]byte, *apiError) {
 		if r.g.chat {
 			msg := &messageJSON{Role: "assistant", Content: &text}
 			if len(r.g.tools) > 0 {
-				if call, ok := parseCall(text, r.g.tools); ok {
-					msg.Content, msg.ToolCalls = nil, []toolCallJSON{call}
+				if calls, ok := parseCalls(text, r.g.tools); ok {
+					msg.Content, msg.ToolCalls = nil, calls
 					if c.finish == "stop" {
 						resp.Choices[i].FinishReason = "tool_calls"
 					}
@@ -709,12 +709,13 @@ func (r *run) stream(w *bufio.Writer) {
 			c.hold = append(c.hold, text...)
 			c.holdLP = append(c.holdLP, lps...)
 			text, lps = "", nil
-			if call, ok := parseCall(string(c.hold), r.g.tools); ok && ce.ev.Done {
-				idx := 0
-				call.Index = &idx
+			if calls, ok := parseCalls(string(c.hold), r.g.tools); ok && ce.ev.Done {
+				for i := range calls {
+					calls[i].Index = &i
+				}
 				buf = strconv.AppendInt(append(buf[:0], head...), int64(ce.idx), 10)
 				buf = append(buf, `,"delta":{"tool_calls":`...)
-				tc, _ := json.Marshal([]toolCallJSON{call})
+				tc, _ := json.Marshal(calls)
 				buf = append(buf, tc...)
 				buf = append(buf, `},"logprobs":null,"finish_reason":null`...)
 				buf = append(buf, tail...)

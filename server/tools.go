@@ -18,8 +18,9 @@ import (
 // {"name": NAME, "arguments": {...}} with arguments valid against the
 // tool's parameters, or (tool_choice "auto") a plain answer that does not
 // start with "{". A call is returned as OpenAI's message.tool_calls with
-// finish_reason "tool_calls". One call per choice (parallel_tool_calls is
-// accepted; the model makes one). See decision 0016.
+// finish_reason "tool_calls". With parallel_tool_calls (the default) an
+// answer may hold up to gbnf.MaxParallelCalls calls, one per line. See
+// decision 0016.
 
 // maxTools bounds a request's tools (each is a grammar of its own).
 const maxTools = 128
@@ -114,7 +115,14 @@ func (g *genRequest) decodeTools(m map[string]json.RawMessage) *apiError {
 	for i, t := range tools {
 		gt[i] = gbnf.Tool{Name: t.Name, Parameters: t.Parameters}
 	}
-	text, err := gbnf.ToolCalls(gt, choice == "auto")
+	// parallel_tool_calls (OpenAI's default true): several calls, one per
+	// line; a named tool_choice is one call of that tool.
+	parallel, set, e := optBool(m, "parallel_tool_calls")
+	if e != nil {
+		return e
+	}
+	parallel = (parallel || !set) && choice != "named"
+	text, err := gbnf.ToolCalls(gt, choice == "auto", parallel)
 	if err != nil {
 		return invalidValue("tools", "%v", err)
 	}
@@ -133,7 +141,7 @@ func withToolPrompt(msgs []scheduler.ChatMessage, tools []chatTool, choice strin
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	b.WriteString(`To call a tool, answer with only a JSON object {"name": <the tool's name>, "arguments": <its arguments>}.`)
+	b.WriteString(`To call a tool, answer with only a JSON object {"name": <the tool's name>, "arguments": <its arguments>} (to call several, one per line).`)
 	switch choice {
 	case "auto":
 		b.WriteString(" Otherwise answer in plain text.")
@@ -161,31 +169,37 @@ type toolCallJSON struct {
 	} `json:"function"`
 }
 
-// parseCall reads an answer as a call of one of tools (what the grammar
-// lets the model write): ok false for a plain answer or one cut short.
-func parseCall(text string, tools []chatTool) (toolCallJSON, bool) {
-	var c toolCallJSON
+// parseCalls reads an answer as calls of the tools (what the grammar lets
+// the model write: JSON objects one after another): ok false for a plain
+// answer or one cut short.
+func parseCalls(text string, tools []chatTool) ([]toolCallJSON, bool) {
 	if !strings.HasPrefix(text, "{") {
-		return c, false
+		return nil, false
 	}
-	var v struct {
-		Name      string          `json:"name"`
-		Arguments json.RawMessage `json:"arguments"`
+	var calls []toolCallJSON
+	dec := json.NewDecoder(strings.NewReader(text))
+	for dec.More() {
+		var v struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+		}
+		if dec.Decode(&v) != nil || len(v.Arguments) == 0 {
+			return nil, false
+		}
+		known := false
+		for _, t := range tools {
+			known = known || t.Name == v.Name
+		}
+		var args bytes.Buffer
+		if !known || json.Compact(&args, v.Arguments) != nil {
+			return nil, false
+		}
+		var c toolCallJSON
+		c.ID, c.Type = "call_"+strings.ReplaceAll(uuid.NewString(), "-", ""), "function"
+		c.Function.Name, c.Function.Arguments = v.Name, args.String()
+		calls = append(calls, c)
 	}
-	if json.Unmarshal([]byte(text), &v) != nil || len(v.Arguments) == 0 {
-		return c, false
-	}
-	known := false
-	for _, t := range tools {
-		known = known || t.Name == v.Name
-	}
-	var args bytes.Buffer
-	if !known || json.Compact(&args, v.Arguments) != nil {
-		return c, false
-	}
-	c.ID, c.Type = "call_"+strings.ReplaceAll(uuid.NewString(), "-", ""), "function"
-	c.Function.Name, c.Function.Arguments = v.Name, args.String()
-	return c, true
+	return calls, len(calls) > 0
 }
 
 // assistantCalls renders an assistant message's tool_calls (conversation

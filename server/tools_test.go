@@ -11,6 +11,7 @@ import (
 	"github.com/openai/openai-go/v3/shared"
 
 	"specd/engine"
+	"specd/internal/gbnf"
 )
 
 var weatherTool = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
@@ -41,45 +42,52 @@ func TestRealSDKToolCalls(t *testing.T) {
 	msgs := []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the weather in Paris?")}
 	tools := []openai.ChatCompletionToolUnionParam{weatherTool, timeTool}
 	for _, tc := range []struct {
-		name   string
-		choice openai.ChatCompletionToolChoiceOptionUnionParam
-		want   string // the tool that must be called; "" any
+		name     string
+		choice   openai.ChatCompletionToolChoiceOptionUnionParam
+		parallel bool
+		want     string // the tool that must be called; "" any
 	}{
-		{"required", openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")}, ""},
-		{"named", openai.ToolChoiceOptionFunctionToolChoice(openai.ChatCompletionNamedToolChoiceFunctionParam{Name: "get_weather"}), "get_weather"},
-		{"named without parameters", openai.ToolChoiceOptionFunctionToolChoice(openai.ChatCompletionNamedToolChoiceFunctionParam{Name: "get_time"}), "get_time"},
+		{"required", openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")}, false, ""},
+		{"required, parallel", openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")}, true, ""},
+		{"named", openai.ToolChoiceOptionFunctionToolChoice(openai.ChatCompletionNamedToolChoiceFunctionParam{Name: "get_weather"}), true, "get_weather"},
+		{"named without parameters", openai.ToolChoiceOptionFunctionToolChoice(openai.ChatCompletionNamedToolChoiceFunctionParam{Name: "get_time"}), true, "get_time"},
 	} {
 		p := openai.ChatCompletionNewParams{Model: openai.ChatModel(b.ModelID()), Messages: msgs, Tools: tools, ToolChoice: tc.choice,
-			MaxTokens: openai.Int(100), Temperature: openai.Float(0)}
+			ParallelToolCalls: openai.Bool(tc.parallel), MaxTokens: openai.Int(400), Temperature: openai.Float(0)}
 		res, err := c.Chat.Completions.New(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ch := res.Choices[0]
-		if ch.FinishReason != "tool_calls" || len(ch.Message.ToolCalls) != 1 || ch.Message.Content != "" {
-			t.Fatalf("%s: finish %q, %d calls, content %q", tc.name, ch.FinishReason, len(ch.Message.ToolCalls), ch.Message.Content)
+		n := len(ch.Message.ToolCalls)
+		if ch.FinishReason != "tool_calls" || n == 0 || (!tc.parallel || tc.want != "") && n != 1 || n > gbnf.MaxParallelCalls || ch.Message.Content != "" {
+			t.Fatalf("%s: finish %q, %d calls, content %q", tc.name, ch.FinishReason, n, ch.Message.Content)
 		}
-		call := ch.Message.ToolCalls[0]
+		var call openai.ChatCompletionMessageToolCallUnion
+		for _, call = range ch.Message.ToolCalls {
+			fn := call.Function
+			if !strings.HasPrefix(call.ID, "call_") || (tc.want != "" && fn.Name != tc.want) {
+				t.Fatalf("%s: call %+v", tc.name, call)
+			}
+			var args map[string]any
+			if err := json.Unmarshal([]byte(fn.Arguments), &args); err != nil {
+				t.Fatalf("%s: arguments %q: %v", tc.name, fn.Arguments, err)
+			}
+			switch fn.Name {
+			case "get_weather":
+				city, ok := args["city"].(string)
+				if unit := args["unit"]; !ok || len(city) > 20 || (unit != "c" && unit != "f") || len(args) != 2 {
+					t.Fatalf("%s: arguments %s do not fit the parameters", tc.name, fn.Arguments)
+				}
+			case "get_time":
+				if len(args) != 0 {
+					t.Fatalf("%s: get_time takes no arguments, got %s", tc.name, fn.Arguments)
+				}
+			}
+			t.Logf("%s: %s(%s)", tc.name, fn.Name, fn.Arguments)
+		}
+		call = ch.Message.ToolCalls[0]
 		fn := call.Function
-		if !strings.HasPrefix(call.ID, "call_") || (tc.want != "" && fn.Name != tc.want) {
-			t.Fatalf("%s: call %+v", tc.name, call)
-		}
-		var args map[string]any
-		if err := json.Unmarshal([]byte(fn.Arguments), &args); err != nil {
-			t.Fatalf("%s: arguments %q: %v", tc.name, fn.Arguments, err)
-		}
-		switch fn.Name {
-		case "get_weather":
-			city, ok := args["city"].(string)
-			if unit := args["unit"]; !ok || len(city) > 20 || (unit != "c" && unit != "f") || len(args) != 2 {
-				t.Fatalf("%s: arguments %s do not fit the parameters", tc.name, fn.Arguments)
-			}
-		case "get_time":
-			if len(args) != 0 {
-				t.Fatalf("%s: get_time takes no arguments, got %s", tc.name, fn.Arguments)
-			}
-		}
-		t.Logf("%s: %s(%s)", tc.name, fn.Name, fn.Arguments)
 
 		// Streamed: the accumulated call is the same.
 		st := c.Chat.Completions.NewStreaming(ctx, p)
@@ -91,9 +99,9 @@ func TestRealSDKToolCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := acc.Choices[0]
-		if sc.FinishReason != "tool_calls" || len(sc.Message.ToolCalls) != 1 || sc.Message.ToolCalls[0].Function.Name != fn.Name ||
+		if sc.FinishReason != "tool_calls" || len(sc.Message.ToolCalls) != n || sc.Message.ToolCalls[0].Function.Name != fn.Name ||
 			sc.Message.ToolCalls[0].Function.Arguments != fn.Arguments || sc.Message.Content != "" {
-			t.Fatalf("%s: streamed %+v, plain %s(%s)", tc.name, sc, fn.Name, fn.Arguments)
+			t.Fatalf("%s: streamed %+v, plain %d calls, the first %s(%s)", tc.name, sc, n, fn.Name, fn.Arguments)
 		}
 
 		if tc.name == "named" {
@@ -135,5 +143,21 @@ func TestRealSDKToolCalls(t *testing.T) {
 	}
 	if n := engine.LiveGrammars(); n != 0 {
 		t.Errorf("%d grammars left unfreed", n)
+	}
+}
+
+// TestParseCalls: answers as the tool-call grammar writes them, one call
+// or several (one per line), and what is not a call.
+func TestParseCalls(t *testing.T) {
+	tools := []chatTool{{Name: "a"}, {Name: "b_2"}}
+	calls, ok := parseCalls("{\"name\": \"a\", \"arguments\": {\"x\": [1, 2]}}\n{ \"name\":\"b_2\",\n \"arguments\":{} }", tools)
+	if !ok || len(calls) != 2 || calls[0].Function.Name != "a" || calls[0].Function.Arguments != `{"x":[1,2]}` ||
+		calls[1].Function.Name != "b_2" || calls[1].Function.Arguments != "{}" || calls[0].ID == calls[1].ID || calls[0].Type != "function" {
+		t.Fatalf("%+v, %v", calls, ok)
+	}
+	for _, s := range []string{"", "plain", `{"name": "c", "arguments": {}}`, `{"name": "a"}`, `{"name": "a", "arguments": {}} tail`, `{"name": "a", "arguments": {`} {
+		if calls, ok := parseCalls(s, tools); ok {
+			t.Errorf("%q parsed as %+v", s, calls)
+		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"strings"
 )
 
+// MaxParallelCalls bounds the calls of one answer with parallel calls.
+const MaxParallelCalls = 8
+
 // Tool is one function a chat request offers the model: its name and the
 // JSON Schema of its arguments (empty: no arguments, as OpenAI reads an
 // omitted parameters).
@@ -19,8 +22,9 @@ type Tool struct {
 // tool's $refs resolved within its own parameters). With text, the
 // grammar also allows a plain answer instead: any text that does not start
 // with "{" (tool_choice "auto"); without, a call is the only answer
-// ("required", or one named tool).
-func ToolCalls(tools []Tool, text bool) (string, error) {
+// ("required", or one named tool). With parallel, up to MaxParallelCalls
+// calls may follow one another, one per line.
+func ToolCalls(tools []Tool, text, parallel bool) (string, error) {
 	if len(tools) == 0 {
 		return "", fmt.Errorf("tools: no tool to call")
 	}
@@ -42,6 +46,11 @@ func ToolCalls(tools []Tool, text bool) (string, error) {
 		calls = append(calls, call)
 	}
 	body := strings.Join(calls, " | ")
+	if parallel {
+		call := g.fresh("call")
+		g.define(call, body)
+		body = call + ` ("\n" ` + call + `){0,` + fmt.Sprint(MaxParallelCalls-1) + `}`
+	}
 	if text {
 		plain := g.fresh("plain")
 		g.define(plain, `[^{] .*`)

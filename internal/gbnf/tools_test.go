@@ -15,11 +15,11 @@ func TestToolCalls(t *testing.T) {
 		{Name: "add-node", Parameters: []byte(`{"$defs": {"n": {"type": "object", "properties": {"v": {"type": "integer"}, "next": {"$ref": "#/$defs/n"}}, "required": ["v"]}}, "$ref": "#/$defs/n"}`)},
 		{Name: "noop"},
 	}
-	forced, err := ToolCalls(tools, false)
+	forced, err := ToolCalls(tools, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	auto, err := ToolCalls(tools, true)
+	auto, err := ToolCalls(tools, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +60,25 @@ func TestToolCalls(t *testing.T) {
 	if ok, _ := accepts(t, forced, "It is sunny."); ok {
 		t.Error("a forced call accepted a plain answer")
 	}
-	if _, err := ToolCalls([]Tool{{Name: "f", Parameters: []byte(`{"type": "string", "pattern": "x"}`)}}, false); err == nil || !strings.Contains(err.Error(), "tools[0].function.parameters") || !strings.Contains(err.Error(), "pattern") {
+	// Parallel calls: one per line, up to MaxParallelCalls.
+	par, err := ToolCalls(tools, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := calls[0] + "\n" + calls[3]
+	if ok, why := accepts(t, par, two); !ok {
+		t.Errorf("two calls refused: %s", why)
+	}
+	if ok, _ := accepts(t, forced, two); ok {
+		t.Error("two calls accepted without parallel")
+	}
+	if ok, _ := accepts(t, par, strings.Repeat(calls[3]+"\n", MaxParallelCalls)+calls[3]); ok {
+		t.Errorf("more than %d calls accepted", MaxParallelCalls)
+	}
+	if _, err := ToolCalls([]Tool{{Name: "f", Parameters: []byte(`{"type": "string", "pattern": "x"}`)}}, false, false); err == nil || !strings.Contains(err.Error(), "tools[0].function.parameters") || !strings.Contains(err.Error(), "pattern") {
 		t.Errorf("unsupported keyword: %v", err)
 	}
-	if _, err := ToolCalls(nil, true); err == nil {
+	if _, err := ToolCalls(nil, true, false); err == nil {
 		t.Error("no tools accepted")
 	}
 }
