@@ -10,7 +10,6 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/shared"
 
-	"specd/engine"
 	"specd/internal/gbnf"
 )
 
@@ -137,13 +136,7 @@ func TestRealSDKToolCalls(t *testing.T) {
 	if m := res.Choices[0].Message; len(m.ToolCalls) != 0 || m.Content == "" {
 		t.Fatalf("none: %+v", m)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for engine.LiveGrammars() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := engine.LiveGrammars(); n != 0 {
-		t.Errorf("%d grammars left unfreed", n)
-	}
+	noGrammarsLeft(t)
 }
 
 // TestParseCalls: answers as the tool-call grammar writes them, one call
