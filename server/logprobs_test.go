@@ -160,8 +160,10 @@ func TestRealLogprobsUnderSpeculation(t *testing.T) {
 	if spec.Usage.CompletionTokensDetails.AcceptedPredictionTokens < 20 {
 		t.Fatalf("only %d prediction tokens accepted: not a speculative run", spec.Usage.CompletionTokensDetails.AcceptedPredictionTokens)
 	}
-	// Relative 1e-3: a row mixed up with its neighbour is off by far more.
-	close := func(x, y float64) bool { return math.Abs(x-y) <= 1e-3*max(1, math.Abs(x)) }
+	// Relative 5e-3: a verify pass of k+1 rows and a one-row decode round
+	// differently (1.1e-3 seen: " and" at -1.9542 against -1.9564); a row
+	// mixed up with its neighbour is off by far more.
+	close := func(x, y float64) bool { return math.Abs(x-y) <= 5e-3*max(1, math.Abs(x)) }
 	a, s := plain.Choices[0].Logprobs, spec.Choices[0].Logprobs
 	if !slices.Equal(a.Tokens, s.Tokens) {
 		t.Fatalf("tokens %q vs %q", s.Tokens, a.Tokens)
