@@ -497,7 +497,7 @@ func (r *run) collect() ([]byte, *apiError) {
 		if r.g.chat {
 			msg := &messageJSON{Role: "assistant", Content: &text}
 			if len(r.g.tools) > 0 {
-				if calls, ok := parseCalls(text, r.g.tools); ok {
+				if calls, ok := parseCalls(text, r.g.tools, c.finish); ok {
 					msg.Content, msg.ToolCalls = nil, calls
 					if c.finish == "stop" {
 						resp.Choices[i].FinishReason = "tool_calls"
@@ -709,7 +709,7 @@ func (r *run) stream(w *bufio.Writer) {
 			c.hold = append(c.hold, text...)
 			c.holdLP = append(c.holdLP, lps...)
 			text, lps = "", nil
-			if calls, ok := parseCalls(string(c.hold), r.g.tools); ok && ce.ev.Done {
+			if calls, ok := parseCalls(string(c.hold), r.g.tools, finish); ok && ce.ev.Done {
 				for i := range calls {
 					calls[i].Index = &i
 				}

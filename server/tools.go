@@ -171,8 +171,9 @@ type toolCallJSON struct {
 
 // parseCalls reads an answer as calls of the tools (what the grammar lets
 // the model write: JSON objects one after another): ok false for a plain
-// answer or one cut short.
-func parseCalls(text string, tools []chatTool) ([]toolCallJSON, bool) {
+// answer. An answer cut short (finish "length") gives the calls complete
+// before the cut, if any.
+func parseCalls(text string, tools []chatTool, finish string) ([]toolCallJSON, bool) {
 	if !strings.HasPrefix(text, "{") {
 		return nil, false
 	}
@@ -184,6 +185,9 @@ func parseCalls(text string, tools []chatTool) ([]toolCallJSON, bool) {
 			Arguments json.RawMessage `json:"arguments"`
 		}
 		if dec.Decode(&v) != nil || len(v.Arguments) == 0 {
+			if finish == "length" {
+				break
+			}
 			return nil, false
 		}
 		known := false

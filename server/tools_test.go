@@ -143,14 +143,21 @@ func TestRealSDKToolCalls(t *testing.T) {
 // or several (one per line), and what is not a call.
 func TestParseCalls(t *testing.T) {
 	tools := []chatTool{{Name: "a"}, {Name: "b_2"}}
-	calls, ok := parseCalls("{\"name\": \"a\", \"arguments\": {\"x\": [1, 2]}}\n{ \"name\":\"b_2\",\n \"arguments\":{} }", tools)
+	calls, ok := parseCalls("{\"name\": \"a\", \"arguments\": {\"x\": [1, 2]}}\n{ \"name\":\"b_2\",\n \"arguments\":{} }", tools, "stop")
 	if !ok || len(calls) != 2 || calls[0].Function.Name != "a" || calls[0].Function.Arguments != `{"x":[1,2]}` ||
 		calls[1].Function.Name != "b_2" || calls[1].Function.Arguments != "{}" || calls[0].ID == calls[1].ID || calls[0].Type != "function" {
 		t.Fatalf("%+v, %v", calls, ok)
 	}
 	for _, s := range []string{"", "plain", `{"name": "c", "arguments": {}}`, `{"name": "a"}`, `{"name": "a", "arguments": {}} tail`, `{"name": "a", "arguments": {`} {
-		if calls, ok := parseCalls(s, tools); ok {
+		if calls, ok := parseCalls(s, tools, "stop"); ok {
 			t.Errorf("%q parsed as %+v", s, calls)
 		}
+	}
+	// Cut short: the complete calls before the cut.
+	if calls, ok := parseCalls(`{"name": "a", "arguments": {}}`+"\n"+`{"name": "b_2", "argu`, tools, "length"); !ok || len(calls) != 1 || calls[0].Function.Name != "a" {
+		t.Errorf("cut short: %+v, %v", calls, ok)
+	}
+	if _, ok := parseCalls(`{"name": "a", "argu`, tools, "length"); ok {
+		t.Error("a call cut short parsed")
 	}
 }
