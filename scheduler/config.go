@@ -1,6 +1,9 @@
 package scheduler
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Config is the scheduler's configuration. Zero fields take the documented
 // defaults in EnsureDefaults.
@@ -61,6 +64,11 @@ type Config struct {
 	// there is 0).
 	// The stop depends only on the draft, so output stays lossless. 0: off.
 	DraftPMin float64
+	// GrammarMaskLimit bounds the time of one grammar's full mask (the
+	// tokens it allows next, on the loop): a request whose grammar takes
+	// longer fails at once (decision 0016). 0: 100 ms, or 2 µs per token
+	// of a larger vocabulary.
+	GrammarMaskLimit time.Duration
 	// SpecMinGain is the margin adaptive k asks of speculation: a step
 	// speculates only if the cost model expects more than this fraction
 	// above plain decoding's tokens per second (specdec.KConfig.MinGain).

@@ -132,7 +132,7 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 		}
 		dm = e.model(cfg, e.dctx, e.dbatch)
 	}
-	e.Scheduler, err = New(cfg, e.model(cfg, e.tctx, e.tbatch), dm, engineVocab{target.Vocab()}, logger)
+	e.Scheduler, err = New(cfg, e.model(cfg, e.tctx, e.tbatch), dm, engineVocab{Vocab: target.Vocab(), maskLimit: cfg.GrammarMaskLimit}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +199,12 @@ func (e *Engine) Close() {
 }
 
 // engineVocab is the target's vocabulary, compiling grammars with
-// llama.cpp's grammar sampler.
-type engineVocab struct{ *engine.Vocab }
+// llama.cpp's grammar sampler. maskLimit (0: the default) bounds one full
+// mask; tests lower it.
+type engineVocab struct {
+	*engine.Vocab
+	maskLimit time.Duration
+}
 
 // CompileGrammar checks the text in Go first (gbnf.Check): llama.cpp's
 // parser prints its errors with the whole grammar to stderr, and some
@@ -215,15 +219,17 @@ func (v engineVocab) CompileGrammar(text string) (specdec.Grammar, error) {
 	if err != nil {
 		return nil, err
 	}
-	row := make([]float32, v.NTokens())
-	t0 := time.Now()
-	g.Mask(row)
-	limit := max(maxMaskTime, time.Duration(len(row))*2*time.Microsecond)
-	if d := time.Since(t0); d > limit {
-		g.Free()
-		return nil, fmt.Errorf("grammar: too complex for the matcher (%v per token; at most %v)", d.Round(time.Millisecond), limit)
+	limit := v.maskLimit
+	if limit == 0 {
+		limit = max(maxMaskTime, time.Duration(v.NTokens())*2*time.Microsecond)
 	}
-	return engineGrammar{g}, nil
+	eg := engineGrammar{Grammar: g, guard: &maskGuard{limit: limit}}
+	eg.Mask(make([]float32, v.NTokens()))
+	if err := eg.Err(); err != nil {
+		g.Free()
+		return nil, err
+	}
+	return eg, nil
 }
 
 // maxMaskTime bounds the first full mask of a grammar (or 2 µs per token
@@ -231,12 +237,64 @@ func (v engineVocab) CompileGrammar(text string) (specdec.Grammar, error) {
 // grammars take (BenchmarkGrammar).
 const maxMaskTime = 100 * time.Millisecond
 
-type engineGrammar struct{ *engine.Grammar }
+// engineGrammar is an engine.Grammar whose full masks are timed: one that
+// takes longer than the limit (a state where llama.cpp's matcher blows up;
+// it cannot be interrupted) makes the grammar and its clones unusable, so
+// its request fails at once instead of stalling the loop step after step.
+type engineGrammar struct {
+	*engine.Grammar
+	guard *maskGuard // shared with clones
+}
+
+type maskGuard struct {
+	limit time.Duration
+	err   error
+}
+
+func (g engineGrammar) Mask(row []float32) int {
+	if g.guard.err != nil {
+		return 0
+	}
+	t0 := time.Now()
+	n := g.Grammar.Mask(row)
+	if g.guard.check(time.Since(t0)); g.guard.err != nil {
+		return 0
+	}
+	return n
+}
+
+func (g engineGrammar) Allowed(t int32) bool {
+	if g.guard.err != nil {
+		return false
+	}
+	t0 := time.Now()
+	ok := g.Grammar.Allowed(t)
+	g.guard.check(time.Since(t0))
+	return ok && g.guard.err == nil
+}
+
+func (g engineGrammar) Accept(t int32) error {
+	if g.guard.err != nil {
+		return g.guard.err
+	}
+	t0 := time.Now()
+	err := g.Grammar.Accept(t)
+	g.guard.check(time.Since(t0))
+	return err
+}
+
+func (m *maskGuard) check(d time.Duration) {
+	if d > m.limit && m.err == nil {
+		m.err = fmt.Errorf("too complex for the matcher (%v for one token; at most %v)", d.Round(time.Millisecond), m.limit)
+	}
+}
+
+func (g engineGrammar) Err() error { return g.guard.err }
 
 func (g engineGrammar) Clone() (specdec.Grammar, error) {
 	c, err := g.Grammar.Clone()
 	if err != nil {
 		return nil, err
 	}
-	return engineGrammar{c}, nil
+	return engineGrammar{Grammar: c, guard: g.guard}, nil
 }

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"specd/engine"
 	"specd/internal/testenv"
+	"specd/specdec"
 )
 
 var testThreads = 1
@@ -555,6 +557,16 @@ func TestRealGrammarErrors(t *testing.T) {
 	if len(got[0]) == 0 {
 		t.Error("a request after the cancelled one made nothing")
 	}
+	// A grammar whose matching is too slow fails its request, not the loop:
+	// with a limit of 1 ns every full mask is too slow.
+	slow, stopSlow := startEngine(t, Config{CtxSize: 1024, MaxRunning: 4, Proposer: "none", GrammarMaskLimit: time.Nanosecond}, hv, nil)
+	defer stopSlow()
+	if _, err := slow.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 4, Grammar: `root ::= [a-z ]*`}); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "too complex") {
+		t.Errorf("a grammar slower than the limit at its first mask: %v", err)
+	}
+	if out := runAll(t, slow.Scheduler, []Request{{Prompt: prompt, MaxTokens: 4}}); len(out[0]) != 4 {
+		t.Errorf("a free request after it: %v", out[0])
+	}
 	waitIdle(t, e.Scheduler)
 	if n := engine.LiveGrammars(); n != 0 {
 		t.Errorf("%d grammars left unfreed", n)
@@ -637,4 +649,31 @@ func runAllEvents(t *testing.T, s *Scheduler, r Request) Event {
 		t.Fatal(all.Err)
 	}
 	return all
+}
+
+// TestRealGrammarGuard: once one of its operations takes longer than the
+// limit, a grammar and its clones allow nothing and verification fails
+// with that error (a state where llama.cpp's matcher blows up must not
+// stall the loop step after step).
+func TestRealGrammarGuard(t *testing.T) {
+	_, _, hv := realModels(t)
+	v := engineVocab{Vocab: hv.Vocab()}
+	sg, err := v.CompileGrammar(`root ::= [a-z ]*`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sg.Free()
+	g := sg.(engineGrammar)
+	rows := [][]float32{make([]float32, hv.Vocab().NTokens()), make([]float32, hv.Vocab().NTokens())}
+	if _, err := specdec.ConstrainRows(g, rows, []int32{0}, false); err != nil {
+		t.Fatalf("under the limit: %v", err)
+	}
+	g.guard.limit = time.Nanosecond
+	_, err = specdec.ConstrainRows(g, rows, []int32{0}, false)
+	if err == nil || !strings.Contains(err.Error(), "too complex") || g.Err() == nil {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if g.Allowed(' ') || g.Accept(' ') == nil || g.Mask(rows[0]) != 0 {
+		t.Fatal("a grammar over the limit still allows tokens")
+	}
 }

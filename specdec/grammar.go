@@ -20,6 +20,9 @@ type Grammar interface {
 	Accept(t int32) error
 	// Clone is an independent copy in the current state.
 	Clone() (Grammar, error)
+	// Err is a failure that made the grammar unusable (Mask then allows
+	// nothing), or nil.
+	Err() error
 	Free()
 }
 
@@ -49,7 +52,7 @@ func ConstrainRows(g Grammar, rows [][]float32, draft []int32, greedy bool) (int
 			return 0, nil
 		}
 		if g.Mask(rows[0]) == 0 {
-			return 0, ErrGrammarDeadEnd
+			return 0, deadEnd(g)
 		}
 		return 0, nil
 	}
@@ -69,8 +72,8 @@ func ConstrainRows(g Grammar, rows [][]float32, draft []int32, greedy bool) (int
 			}
 		}
 		if c.Mask(rows[j]) == 0 {
-			if j == 0 {
-				return 0, ErrGrammarDeadEnd
+			if err := c.Err(); err != nil || j == 0 {
+				return 0, deadEnd(c)
 			}
 			return j - 1, nil
 		}
@@ -78,4 +81,12 @@ func ConstrainRows(g Grammar, rows [][]float32, draft []int32, greedy bool) (int
 			return j, nil
 		}
 	}
+}
+
+// deadEnd is why g allowed nothing: its failure, else ErrGrammarDeadEnd.
+func deadEnd(g Grammar) error {
+	if err := g.Err(); err != nil {
+		return err
+	}
+	return ErrGrammarDeadEnd
 }

@@ -50,6 +50,8 @@ func (g *fakeGrammar) Clone() (Grammar, error) {
 
 func (g *fakeGrammar) Free() { *g.live-- }
 
+func (g *fakeGrammar) Err() error { return nil }
+
 // Seeded sampling under a grammar: verifying random drafts (some of them
 // refused by the grammar) over ConstrainRows' rows gives exactly plain
 // constrained sampling, for point-mass proposals.
