@@ -394,4 +394,28 @@ func TestTokenize(t *testing.T) {
 	if res := do(t, "GET", url+"/tokenize", ""); res.status != 405 {
 		t.Errorf("GET /tokenize: %d", res.status)
 	}
+	// /detokenize turns them back into the text (the pieces joined).
+	text := "Once upon a time there was a little girl."
+	toks, err := b.Tokenize(text, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := json.Marshal(toks)
+	res := do(t, "POST", url+"/detokenize", `{"tokens": `+string(ids)+`}`)
+	var got struct{ Content string }
+	var want strings.Builder
+	for _, tok := range toks {
+		want.WriteString(b.TokenPiece(tok))
+	}
+	if res.status != 200 || json.Unmarshal(res.body, &got) != nil || got.Content != want.String() {
+		t.Errorf("detokenize: %d %s, want %q", res.status, res.body, want.String())
+	}
+	if _, real := b.(*realStories); real && strings.TrimPrefix(got.Content, " ") != text {
+		t.Errorf("detokenize on the real backend: %q, want %q", got.Content, text)
+	}
+	for _, body := range []string{`{}`, `{"tokens": [1, -1]}`, `{"tokens": [99999999]}`, `{"tokens": "a"}`} {
+		if res := do(t, "POST", url+"/detokenize", body); res.status != 400 || !strings.Contains(string(res.body), `"error"`) {
+			t.Errorf("detokenize %s: %d %s", body, res.status, res.body)
+		}
+	}
 }

@@ -198,6 +198,7 @@ const (
 	epHealth      = "health"
 	epMetrics     = "metrics"
 	epTokenize    = "tokenize"
+	epDetokenize  = "detokenize"
 	epOther       = "other"
 )
 
@@ -222,6 +223,8 @@ func (s *Server) lookup(path string) (route, bool) {
 		return route{epMetrics, fasthttp.MethodGet, false, s.metrics.handler}, true
 	case "/tokenize":
 		return route{epTokenize, fasthttp.MethodPost, true, s.handleTokenize}, true
+	case "/detokenize":
+		return route{epDetokenize, fasthttp.MethodPost, true, s.handleDetokenize}, true
 	}
 	if strings.HasPrefix(path, "/v1/models/") {
 		return route{epModels, fasthttp.MethodGet, true, s.handleModel}, true
@@ -381,6 +384,34 @@ func (s *Server) handleTokenize(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, struct {
 		Tokens []int32 `json:"tokens"`
 	}{toks})
+}
+
+// handleDetokenize is llama-server's POST /detokenize: {"tokens": [ids]}
+// → {"content": text}, the tokens' pieces joined (control tokens render as
+// nothing).
+func (s *Server) handleDetokenize(ctx *fasthttp.RequestCtx) {
+	var req struct {
+		Tokens *[]int64 `json:"tokens"`
+	}
+	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
+		writeError(ctx, badRequest("", "invalid JSON body: %v", err))
+		return
+	}
+	if req.Tokens == nil {
+		writeError(ctx, badRequest("tokens", "missing required field tokens (an array of token ids)"))
+		return
+	}
+	var b strings.Builder
+	for i, t := range *req.Tokens {
+		if t < 0 || t >= int64(s.b.VocabSize()) {
+			writeError(ctx, invalidValue("tokens", "token %d at index %d is outside the vocabulary (0..%d)", t, i, s.b.VocabSize()-1))
+			return
+		}
+		b.WriteString(s.b.TokenPiece(int32(t)))
+	}
+	writeJSON(ctx, struct {
+		Content string `json:"content"`
+	}{b.String()})
 }
 
 func modelNotFound(id string) *apiError {
