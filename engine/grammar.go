@@ -8,6 +8,7 @@ import (
 	"structs"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // cTokenData mirrors struct llama_token_data (llama.h): 12 bytes.
@@ -76,7 +77,16 @@ type Grammar struct {
 	vocab *Vocab
 }
 
-var liveGrammars atomic.Int64
+var (
+	liveGrammars atomic.Int64
+	grammarNanos atomic.Int64
+)
+
+// GrammarTime is the wall time spent in grammar operations (masks, checks,
+// accepts, clones) since start, for metrics.
+func GrammarTime() time.Duration { return time.Duration(grammarNanos.Load()) }
+
+func since(t0 time.Time) { grammarNanos.Add(int64(time.Since(t0))) }
 
 // LiveGrammars is how many grammars (and clones) exist, not yet freed:
 // for leak checks.
@@ -110,6 +120,7 @@ func (v *Vocab) NewGrammar(text, root string) (*Grammar, error) {
 
 // Clone is an independent copy of g in its current state.
 func (g *Grammar) Clone() (*Grammar, error) {
+	defer since(time.Now())
 	ptr := llamaSamplerClone(g.ptr)
 	if ptr == 0 {
 		return nil, fmt.Errorf("engine: llama_sampler_clone failed")
@@ -131,6 +142,7 @@ func (g *Grammar) Free() {
 // vocabulary) whose token the grammar does not allow next, and returns how
 // many it left alone. The entries it leaves keep their values exactly.
 func (g *Grammar) Mask(logits []float32) int {
+	defer since(time.Now())
 	s := g.vocab.gs
 	n := min(len(logits), len(s.data))
 	s.mu.Lock()
@@ -166,6 +178,7 @@ func (g *Grammar) Allowed(t int32) bool {
 	if t < 0 || int(t) >= g.vocab.n {
 		return false
 	}
+	defer since(time.Now())
 	s := g.vocab.gs
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -199,6 +212,7 @@ func (g *Grammar) Accept(t int32) error {
 	if g.vocab.IsEOG(t) {
 		return nil
 	}
+	defer since(time.Now())
 	llamaSamplerAccept(g.ptr, t)
 	return nil
 }

@@ -156,6 +156,11 @@ type Stats struct {
 	// DecodeThreads auto: [0] target, [1] draft; [.][0] one thread, [.][1]
 	// all. Filled by Engine.Stats.
 	DecodeThreads [2][2]uint64
+	// GrammarTime is the wall time in grammar operations (structured
+	// outputs, tools) and LiveGrammars the grammars alive (requests' and
+	// their clones). Filled by Engine.Stats.
+	GrammarTime  time.Duration
+	LiveGrammars int64
 }
 
 // Submitter is what the server needs of the scheduler.

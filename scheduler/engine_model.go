@@ -166,6 +166,7 @@ func (e *Engine) DecodeThreadCounts() (n [2][2]uint64) {
 func (e *Engine) Stats() Stats {
 	st := e.Scheduler.Stats()
 	st.DecodeThreads = e.DecodeThreadCounts()
+	st.GrammarTime, st.LiveGrammars = engine.GrammarTime(), engine.LiveGrammars()
 	return st
 }
 

@@ -145,6 +145,9 @@ func TestRealSDKStructuredOutputs(t *testing.T) {
 	}
 
 	noGrammarsLeft(t)
+	if st := b.Stats(); st.GrammarTime <= 0 || st.LiveGrammars != 0 {
+		t.Errorf("stats: grammar time %v, %d live", st.GrammarTime, st.LiveGrammars)
+	}
 }
 
 // TestRealFormatErrors: what cannot be honoured is a 400 naming the field.

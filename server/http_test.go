@@ -226,7 +226,7 @@ func TestModelsHealthMetrics(t *testing.T) {
 		"specd_prefix_cache_hits_total", "specd_prefix_cache_stream_copies_total", `specd_preemptions_total{mode="recompute"}`,
 		"specd_draft_acceptance_rate", `specd_draft_tokens_accepted_by_position_total{position="0"}`,
 		"specd_speculative_k", "specd_decode_seconds_total", "specd_draft_decode_seconds_total", "specd_draft_decoded_tokens_total", "specd_scheduler_steps_total",
-		`specd_decodes_total{model="draft",threads="one"}`,
+		`specd_decodes_total{model="draft",threads="one"}`, "specd_grammar_seconds_total", "specd_grammars_live",
 	} {
 		if !strings.Contains(string(res.body), series) {
 			t.Errorf("/metrics lacks %q", series)

@@ -100,6 +100,8 @@ var (
 	dAcceptedByPos  = desc("specd_draft_tokens_accepted_by_position_total", "Draft tokens accepted at each draft position.", "position")
 	dAcceptanceRate = desc("specd_draft_acceptance_rate", "Accepted / proposed draft tokens since start (0 before any).")
 	dLastK          = desc("specd_speculative_k", "Draft length k chosen at the last speculative step.")
+	dGrammarSeconds = desc("specd_grammar_seconds_total", "Wall time in grammar operations (structured outputs, tools): masks, checks, accepts, clones.")
+	dGrammarsLive   = desc("specd_grammars_live", "Grammars alive: one per constrained request, and its clones during a step.")
 	dDecodeThreads  = desc("specd_decodes_total", "llama_decode calls under decode_threads auto, by model and by whether they ran on one of the pool's threads or on all.", "model", "threads")
 )
 
@@ -109,7 +111,7 @@ type statsCollector struct{ b Backend }
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
 		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed,
-		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads} {
+		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads, dGrammarSeconds, dGrammarsLive} {
 		ch <- d
 	}
 }
@@ -152,6 +154,8 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(dAcceptanceRate, rate)
 	g(dLastK, float64(st.LastK))
+	ctr(dGrammarSeconds, st.GrammarTime.Seconds())
+	g(dGrammarsLive, float64(st.LiveGrammars))
 	for i, model := range []string{"target", "draft"} {
 		ctr(dDecodeThreads, float64(st.DecodeThreads[i][0]), model, "one")
 		ctr(dDecodeThreads, float64(st.DecodeThreads[i][1]), model, "all")
