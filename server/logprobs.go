@@ -65,23 +65,16 @@ func (r *run) appendLogprobs(dst []byte, lps []scheduler.Logprob, offset *int) [
 	}
 	dst = append(dst, `],"token_logprobs":[`...)
 	for i, lp := range lps {
-		if i > 0 {
-			dst = append(dst, ',')
+		var done bool
+		if dst, done = appendEntryStart(dst, i, lp); !done {
+			dst = appendLogprob(dst, lp.Logprob)
 		}
-		if isNoLogprob(lp) {
-			dst = append(dst, "null"...)
-			continue
-		}
-		dst = appendLogprob(dst, lp.Logprob)
 	}
 	dst = append(dst, `],"top_logprobs":[`...)
 	var keys []string
 	for i, lp := range lps {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		if isNoLogprob(lp) {
-			dst = append(dst, "null"...)
+		var done bool
+		if dst, done = appendEntryStart(dst, i, lp); done {
 			continue
 		}
 		dst = append(dst, '{')
@@ -136,4 +129,16 @@ func appendChatLogprob(dst []byte, tok string, lp float32) []byte {
 		dst = strconv.AppendInt(dst, int64(tok[i]), 10)
 	}
 	return append(dst, "]}"...)
+}
+
+// appendEntryStart writes the comma before array entry i, and null for the
+// entry of an echoed prompt's first token (done: nothing more to write).
+func appendEntryStart(dst []byte, i int, lp scheduler.Logprob) ([]byte, bool) {
+	if i > 0 {
+		dst = append(dst, ',')
+	}
+	if isNoLogprob(lp) {
+		return append(dst, "null"...), true
+	}
+	return dst, false
 }
