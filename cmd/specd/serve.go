@@ -98,12 +98,14 @@ func runServe(args []string, lookup func(string) (string, bool), stdout, stderr 
 	defer stopRun()
 	go m.eng.Run(runCtx)
 	b.loaded.Store(m)
-	srv.SetReady(true)
 	addr := ln.Addr().String()
 	log.Info("ready", "addr", addr, "model", cfg.ModelAlias, "draft", cfg.Draft != "",
 		"proposer", cfg.Speculative.Proposer, "ctx_size", cfg.CtxSize, "parallel", cfg.Parallel,
 		"max_seq_len", m.ctxSize, "threads", cfg.Threads, "go_procs", runtime.GOMAXPROCS(0), "chat_template", m.templateName)
+	// The line goes out before /health turns 200, so a script that saw
+	// ready has the line too (up to its own pipe's copying).
 	fmt.Fprintf(stdout, "specd listening on http://%s\n", addr)
+	srv.SetReady(true)
 
 	var runErr error
 	select {

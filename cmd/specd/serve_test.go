@@ -123,7 +123,13 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("/health answered %d while starting", code)
 		}
 	}
-	if want := "specd listening on " + base + "\n"; stdout.String() != want {
+	// The line is written before /health turns 200, but os/exec copies the
+	// pipe into the buffer on its own goroutine: give it a moment.
+	want := "specd listening on " + base + "\n"
+	for wait := time.Now().Add(5 * time.Second); stdout.String() != want && time.Now().Before(wait); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if stdout.String() != want {
 		t.Errorf("stdout %q, want %q", stdout.String(), want)
 	}
 
