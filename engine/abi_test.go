@@ -69,6 +69,7 @@ func TestABIStructSizes(t *testing.T) {
 		{"llama_token_data", unsafe.Sizeof(cTokenData{}), 12},
 		{"llama_token_data_array", unsafe.Sizeof(cTokenDataArray{}), 32},
 		{"llama_chat_message", unsafe.Sizeof(cChatMessage{}), 16},
+		{"llama_perf_context_data", unsafe.Sizeof(cPerfContextData{}), 48},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("sizeof(%s) = %d, want %d", tc.name, tc.got, tc.want)

@@ -68,6 +68,7 @@ var (
 	llamaDecodeReg            func(ctx uintptr, b cBatch) int32 // reference path, used by tests
 	llamaDecodeSym            uintptr
 	llamaGetLogitsSym         uintptr
+	llamaPerfContextSym       uintptr
 )
 
 func bindContext(b *binder) {
@@ -84,6 +85,31 @@ func bindContext(b *binder) {
 	b.fn(&llamaDecodeReg, "llama_decode")
 	llamaDecodeSym = b.sym("llama_decode")
 	llamaGetLogitsSym = b.sym("llama_get_logits")
+	llamaPerfContextSym = b.sym("llama_perf_context")
+}
+
+// cPerfContextData mirrors struct llama_perf_context_data (llama.h): 48
+// bytes, so the System V ABI returns it through a hidden first argument.
+type cPerfContextData struct {
+	_                                    structs.HostLayout
+	TStartMs, TLoadMs, TPEvalMs, TEvalMs float64
+	NPEval, NEval, NReused               int32
+	_                                    int32
+}
+
+// GraphsReused is how many of the context's micro-batches reused the
+// previous one's compute graph (llama_perf_context's n_reused). llama.cpp
+// keeps one graph per context and reuses it only for a micro-batch of the
+// same shape (tokens, sequences, outputs, KV window); any other shape
+// builds and allocates a new graph, which costs about as much as a
+// one-token decode of stories260K.
+func (c *Context) GraphsReused() int {
+	if c.ptr == 0 {
+		return 0
+	}
+	var d cPerfContextData
+	purego.SyscallN(llamaPerfContextSym, uintptr(unsafe.Pointer(&d)), c.ptr)
+	return int(d.NReused)
 }
 
 // FlashAttn selects flash attention. On this CPU build "auto" turns it on,

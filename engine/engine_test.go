@@ -797,3 +797,33 @@ func TestParseFileType(t *testing.T) {
 		}
 	}
 }
+
+// TestGraphsReused: a decode of the previous decode's shape reuses its
+// compute graph, one of another shape does not (llama_perf_context).
+func TestGraphsReused(t *testing.T) {
+	l, m := stories(t)
+	c := newCtx(t, m, ContextParams{NCtx: 256, NSeqMax: 1, NBatch: 64, NUBatch: 64, Threads: 1, FlashAttn: FlashAttnOff})
+	b := newBatch(t, l, 64)
+	pos := int32(0)
+	decode := func(n int) int {
+		b.Reset()
+		for j := range n {
+			b.Add(int32(1+j), pos, 0, true)
+			pos++
+		}
+		if err := c.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		return c.GraphsReused()
+	}
+	base := decode(1)
+	if got := decode(1); got != base+1 {
+		t.Errorf("a second one-token decode: reused %d, want %d", got, base+1)
+	}
+	if got := decode(2); got != base+1 {
+		t.Errorf("a two-token decode after one-token ones: reused %d, want %d", got, base+1)
+	}
+	if got := decode(2); got != base+2 {
+		t.Errorf("a second two-token decode: reused %d, want %d", got, base+2)
+	}
+}

@@ -156,6 +156,10 @@ type Stats struct {
 	// DecodeThreads auto: [0] target, [1] draft; [.][0] one thread, [.][1]
 	// all. Filled by Engine.Stats.
 	DecodeThreads [2][2]uint64
+	// Decodes counts llama_decode calls, [0] target, [1] draft, and
+	// GraphsReused the micro-batches that reused the context's previous
+	// compute graph (same shape). Filled by Engine.Stats.
+	Decodes, GraphsReused [2]uint64
 	// GrammarTime is the wall time in grammar operations (structured
 	// outputs, tools) and LiveGrammars the grammars alive (requests' and
 	// their clones). Filled by Engine.Stats.

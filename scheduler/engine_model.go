@@ -3,6 +3,7 @@ package scheduler
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"specd/engine"
@@ -16,6 +17,9 @@ type engineModel struct {
 	batch *engine.Batch
 	// threads, if set, picks each decode's threads (DecodeThreads auto).
 	threads *threadChooser
+	// decodes counts llama_decode calls and reused the context's compute
+	// graphs reused (written by the loop, read by Stats).
+	decodes, reused atomic.Uint64
 }
 
 func (m *engineModel) Add(tok, pos, seq int32, logits bool) int {
@@ -24,6 +28,7 @@ func (m *engineModel) Add(tok, pos, seq int32, logits bool) int {
 func (m *engineModel) Pending() int { return m.batch.Len() }
 func (m *engineModel) Discard()     { m.batch.Reset() }
 func (m *engineModel) Decode() error {
+	defer m.count()
 	if m.threads == nil {
 		err := m.ctx.Decode(m.batch)
 		m.batch.Reset()
@@ -38,6 +43,11 @@ func (m *engineModel) Decode() error {
 	}
 	m.batch.Reset()
 	return err
+}
+
+func (m *engineModel) count() {
+	m.decodes.Add(1)
+	m.reused.Store(uint64(m.ctx.GraphsReused()))
 }
 func (m *engineModel) Logits(row int) []float32    { return m.ctx.Logits(row) }
 func (m *engineModel) Remove(seq, p0, p1 int32)    { m.ctx.SeqRemove(seq, p0, p1) }
@@ -166,6 +176,11 @@ func (e *Engine) DecodeThreadCounts() (n [2][2]uint64) {
 func (e *Engine) Stats() Stats {
 	st := e.Scheduler.Stats()
 	st.DecodeThreads = e.DecodeThreadCounts()
+	for i, m := range []Model{e.Scheduler.target, e.Scheduler.draft} {
+		if em, ok := m.(*engineModel); ok {
+			st.Decodes[i], st.GraphsReused[i] = em.decodes.Load(), em.reused.Load()
+		}
+	}
 	st.GrammarTime, st.LiveGrammars = engine.GrammarTime(), engine.LiveGrammars()
 	return st
 }

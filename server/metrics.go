@@ -102,6 +102,8 @@ var (
 	dLastK          = desc("specd_speculative_k", "Draft length k chosen at the last speculative step.")
 	dGrammarSeconds = desc("specd_grammar_seconds_total", "Wall time in grammar operations (structured outputs, tools): masks, checks, accepts, clones.")
 	dGrammarsLive   = desc("specd_grammars_live", "Grammars alive: one per constrained request, and its clones during a step.")
+	dDecodeCalls    = desc("specd_decode_calls_total", "llama_decode calls, by model.", "model")
+	dGraphsReused   = desc("specd_graphs_reused_total", "Micro-batches that reused the previous compute graph of their context (same shape), by model; the others built one.", "model")
 	dDecodeThreads  = desc("specd_decodes_total", "llama_decode calls under decode_threads auto, by model and by whether they ran on one of the pool's threads or on all.", "model", "threads")
 )
 
@@ -111,7 +113,7 @@ type statsCollector struct{ b Backend }
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
 		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed,
-		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads, dGrammarSeconds, dGrammarsLive} {
+		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads, dGrammarSeconds, dGrammarsLive, dDecodeCalls, dGraphsReused} {
 		ch <- d
 	}
 }
@@ -159,5 +161,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, model := range []string{"target", "draft"} {
 		ctr(dDecodeThreads, float64(st.DecodeThreads[i][0]), model, "one")
 		ctr(dDecodeThreads, float64(st.DecodeThreads[i][1]), model, "all")
+		ctr(dDecodeCalls, float64(st.Decodes[i]), model)
+		ctr(dGraphsReused, float64(st.GraphsReused[i]), model)
 	}
 }
