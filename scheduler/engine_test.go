@@ -677,3 +677,36 @@ func TestRealGrammarGuard(t *testing.T) {
 		t.Fatal("a grammar over the limit still allows tokens")
 	}
 }
+
+// TestRealDraftGraphReuse: one stream drafting with the model keeps every
+// draft decode at one row with one output, so llama.cpp reuses the draft's
+// compute graph for all of them: after a pass that accepted every draft
+// token, the draft's catch-up (the last draft token and the target's next
+// one) is split into two one-row decodes instead of one two-row decode,
+// which built a graph for it and again for the next one-row decode.
+func TestRealDraftGraphReuse(t *testing.T) {
+	_, st, hv := realModels(t)
+	toks, err := hv.Vocab().Tokenize("Once upon a time", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngineRig(t, Config{CtxSize: 512, MaxRunning: 1, MaxBatchTokens: 256, Proposer: "draft", SpecK: 3}, hv, st)
+	out := runAll(t, e.Scheduler, []Request{{Prompt: toks, MaxTokens: 120, IgnoreEOS: true}})[0]
+	waitIdle(t, e.Scheduler)
+	s := e.Stats()
+	if len(out) != 120 || s.DraftAccepted == 0 {
+		t.Fatalf("%d tokens, %d accepted: not a speculative run", len(out), s.DraftAccepted)
+	}
+	full := s.AcceptedByPosition[2] // passes that accepted all three
+	built := s.Decodes[1] - s.GraphsReused[1]
+	t.Logf("draft: %d decodes, %d built a graph; %d passes accepted all 3 of %d first proposals",
+		s.Decodes[1], built, full, s.ProposedByPosition[0])
+	if full < 5 {
+		t.Fatalf("only %d passes accepted every draft token: the test needs some", full)
+	}
+	// Built: the prompt's, the first drafting decode's, and at most a few
+	// more (the KV window growing past 256 cells, a pass drafting fewer).
+	if built > 6 {
+		t.Errorf("%d of %d draft decodes built a compute graph, want at most 6", built, s.Decodes[1])
+	}
+}
