@@ -85,3 +85,35 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResponsesToChat: any body either is refused with a 400 naming a
+// field or becomes a chat body the chat decoder reads (or refuses, with the
+// error renamed), without a panic; an accepted one asks for one output.
+func FuzzResponsesToChat(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","input":"hi","instructions":"be brief","max_output_tokens":5,"top_k":3,"metadata":{"a":"b"}}`,
+		`{"input":[{"role":"user","content":[{"type":"input_text","text":"a"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"42"}]}`,
+		`{"input":"x","tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"f"}}`,
+		`{"input":"x","text":{"format":{"type":"json_schema","name":"p","schema":{"type":"object"}}},"stream":true}`,
+		`{"input":"x","reasoning":{"effort":null},"truncation":"disabled","include":[],"store":false}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		chat, meta, e := responsesToChat(body)
+		if e != nil {
+			if e.Status != 400 {
+				t.Fatalf("status %d: %s", e.Status, e.Message)
+			}
+			return
+		}
+		g, e := decode(chat, true, limits{maxN: DefaultMaxN, vocab: fakeVocab})
+		if e != nil {
+			meta.rename(e)
+			return
+		}
+		if g.n != 1 {
+			t.Fatalf("n = %d", g.n)
+		}
+	})
+}

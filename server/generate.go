@@ -24,19 +24,25 @@ import (
 // when no token is due to be written.
 const livenessEvery = 100 * time.Millisecond
 
-func (s *Server) handleCompletions(ctx *fasthttp.RequestCtx) { s.generate(ctx, false) }
-func (s *Server) handleChat(ctx *fasthttp.RequestCtx)        { s.generate(ctx, true) }
+func (s *Server) handleCompletions(ctx *fasthttp.RequestCtx) {
+	s.generate(ctx, ctx.PostBody(), false, nil)
+}
+func (s *Server) handleChat(ctx *fasthttp.RequestCtx) { s.generate(ctx, ctx.PostBody(), true, nil) }
 
-// generate serves both generation endpoints: decode and validate, tokenize,
-// submit every choice, then stream or collect the events.
-func (s *Server) generate(ctx *fasthttp.RequestCtx, chat bool) {
+// generate serves the generation endpoints: decode and validate, tokenize,
+// submit every choice, then stream or collect the events. resp is set for
+// /v1/responses, whose body was translated to a chat body.
+func (s *Server) generate(ctx *fasthttp.RequestCtx, body []byte, chat bool, resp *respMeta) {
 	arrived := time.Now()
 	if e := s.unavailable(); e != nil {
 		writeError(ctx, e)
 		return
 	}
-	g, e := decode(ctx.PostBody(), chat, limits{maxN: s.cfg.MaxN, vocab: s.b.VocabSize()})
+	g, e := decode(body, chat, limits{maxN: s.cfg.MaxN, vocab: s.b.VocabSize()})
 	if e != nil {
+		if resp != nil {
+			e = resp.rename(e)
+		}
 		writeError(ctx, e)
 		return
 	}
@@ -79,6 +85,9 @@ func (s *Server) generate(ctx *fasthttp.RequestCtx, chat bool) {
 	if chat {
 		r.endpoint = epChat
 	}
+	if resp != nil {
+		r.endpoint, r.resp, r.id, r.object = epResponses, resp, "resp_"+strings.ReplaceAll(uuid.NewString(), "-", ""), "response"
+	}
 	if g.echo {
 		for i := range r.choices {
 			r.choices[i].echo = s.promptText(g, i/g.n, reqs[i].Prompt)
@@ -96,7 +105,11 @@ func (s *Server) generate(ctx *fasthttp.RequestCtx, chat bool) {
 
 	if !g.stream {
 		defer r.finish()
-		body, e := r.collect()
+		collect := r.collect
+		if resp != nil {
+			collect = r.collectResponse
+		}
+		body, e := collect()
 		if e != nil {
 			writeError(ctx, e)
 			return
@@ -118,6 +131,10 @@ func (s *Server) generate(ctx *fasthttp.RequestCtx, chat bool) {
 				s.log.Error("panic streaming response", "id", r.id, "panic", p, "stack", string(debug.Stack()))
 			}
 		}()
+		if resp != nil {
+			r.streamResponse(w)
+			return
+		}
 		r.stream(w)
 	})
 }
@@ -311,6 +328,7 @@ type run struct {
 	choices    []choiceState
 	promptLens []int
 	finished   bool
+	resp       *respMeta // /v1/responses
 }
 
 type choiceState struct {
@@ -460,26 +478,34 @@ func (r *run) finish() {
 	r.s.inFlight.Add(-1)
 }
 
-// collect waits for every choice and renders the non-streamed response.
-func (r *run) collect() ([]byte, *apiError) {
+// gather waits for every choice, keeping its text and logprobs.
+func (r *run) gather() *apiError {
 	for {
 		ce, how := r.next()
 		if how == endDone {
 			break
 		}
 		if how != endNone {
-			return nil, r.failure(how, nil)
+			return r.failure(how, nil)
 		}
 		c := &r.choices[ce.idx]
 		c.text.WriteString(ce.ev.Text)
 		c.lps = append(c.lps, ce.ev.Logprobs...)
 		c.plp = append(c.plp, ce.ev.PromptLogprobs...)
 		if err := r.apply(ce); err != nil {
-			return nil, r.failure(endNone, err)
+			return r.failure(endNone, err)
 		}
 	}
 	if !r.allDone() {
-		return nil, r.failure(endNone, errNoResult)
+		return r.failure(endNone, errNoResult)
+	}
+	return nil
+}
+
+// collect waits for every choice and renders the non-streamed response.
+func (r *run) collect() ([]byte, *apiError) {
+	if e := r.gather(); e != nil {
+		return nil, e
 	}
 	resp := response{ID: r.id, Object: r.object, Created: r.created, Model: r.model}
 	resp.Choices = make([]choiceJSON, len(r.choices))

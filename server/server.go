@@ -194,6 +194,7 @@ func sleep(ctx context.Context, d time.Duration) {
 const (
 	epCompletions = "completions"
 	epChat        = "chat_completions"
+	epResponses   = "responses"
 	epModels      = "models"
 	epHealth      = "health"
 	epMetrics     = "metrics"
@@ -215,6 +216,8 @@ func (s *Server) lookup(path string) (route, bool) {
 		return route{epCompletions, fasthttp.MethodPost, true, s.handleCompletions}, true
 	case "/v1/chat/completions":
 		return route{epChat, fasthttp.MethodPost, true, s.handleChat}, true
+	case "/v1/responses":
+		return route{epResponses, fasthttp.MethodPost, true, s.handleResponses}, true
 	case "/v1/models":
 		return route{epModels, fasthttp.MethodGet, true, s.handleModels}, true
 	case "/health":
