@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
+
+	"specd/scheduler"
 )
 
 // /v1/responses, OpenAI's Responses API, stateless: the body is translated
@@ -21,8 +24,7 @@ import (
 // chat path, and the result rendered as a response object, or streamed as
 // the Responses API's typed events. Nothing is stored: previous_response_id,
 // conversation, background and prompt templates get a 400, as do non-
-// function tools, non-text content and include/top_logprobs. One output
-// per request (no n).
+// function tools and non-text content. One output per request (no n).
 
 // respMeta is what the response object echoes of the request.
 type respMeta struct {
@@ -61,8 +63,6 @@ var respRefused = []struct {
 	{"conversation", isNull},
 	{"background", rawIs("false")},
 	{"prompt", isNull},
-	{"include", emptyArray},
-	{"top_logprobs", numIs(0)},
 	{"max_tool_calls", isNull},
 	{"truncation", rawIs(`"disabled"`)},
 	{"reasoning", allNull},
@@ -173,6 +173,9 @@ func responsesToChat(body []byte) ([]byte, *respMeta, *apiError) {
 		}
 		meta.metadata = r
 	}
+	if e := respLogprobs(m, out); e != nil {
+		return nil, nil, e
+	}
 	if e := respTextFormat(m["text"], out, meta); e != nil {
 		return nil, nil, e
 	}
@@ -188,6 +191,29 @@ func mustJSON(v any) json.RawMessage {
 		panic(err)
 	}
 	return b
+}
+
+// respLogprobs: include "message.output_text.logprobs" asks the answer's
+// logprobs, top_logprobs (0..20) their alternatives (and the logprobs).
+// Other include values name outputs this server never makes (tool
+// results, reasoning, images): nothing to add.
+func respLogprobs(m map[string]json.RawMessage, out map[string]json.RawMessage) *apiError {
+	want := false
+	if r, ok := m["include"]; ok && !isNull(r) {
+		var inc []string
+		if r[0] != '[' || json.Unmarshal(r, &inc) != nil {
+			return wrongType("include", "an array of strings")
+		}
+		want = slices.Contains(inc, "message.output_text.logprobs")
+	}
+	if r, ok := m["top_logprobs"]; ok && !isNull(r) {
+		out["top_logprobs"] = r // the chat decoder checks the range
+		want = want || !numIs(0)(r)
+	}
+	if want {
+		out["logprobs"] = json.RawMessage("true")
+	}
+	return nil
 }
 
 var respRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true}
@@ -516,10 +542,26 @@ type respIncomplete struct {
 }
 
 type respText struct {
-	Type        string `json:"type"`
-	Text        string `json:"text"`
-	Annotations []any  `json:"annotations"`
-	Logprobs    []any  `json:"logprobs"`
+	Type        string          `json:"type"`
+	Text        string          `json:"text"`
+	Annotations []any           `json:"annotations"`
+	Logprobs    json.RawMessage `json:"logprobs"`
+}
+
+var noLogprobs = json.RawMessage(`[]`)
+
+// logprobEntries renders lps as the Responses API's output_text logprobs
+// (chat's logprobs.content entries: token, logprob, bytes, top_logprobs);
+// [] unless the request asked for them.
+func (r *run) logprobEntries(lps []scheduler.Logprob) json.RawMessage {
+	if !r.g.logprobs || len(lps) == 0 {
+		return noLogprobs
+	}
+	var chat struct{ Content json.RawMessage }
+	if err := json.Unmarshal(r.appendLogprobs(nil, lps, new(int)), &chat); err != nil {
+		panic(err)
+	}
+	return chat.Content
 }
 
 type respMessage struct {
@@ -586,7 +628,7 @@ func (r *run) outcome(text, msgID string) (string, []any, []toolCallJSON) {
 		}
 	}
 	return status, []any{respMessage{ID: msgID, Type: "message", Status: status, Role: "assistant",
-		Content: []respText{{Type: "output_text", Text: text, Annotations: []any{}, Logprobs: []any{}}}}}, nil
+		Content: []respText{{Type: "output_text", Text: text, Annotations: []any{}, Logprobs: r.logprobEntries(c.lps)}}}}, nil
 }
 
 // collectResponse waits for the answer and renders the response object.
@@ -642,9 +684,10 @@ func (r *run) streamResponse(w *bufio.Writer) {
 	}
 	msgID := newItemID("msg_")
 	var full, hold strings.Builder
+	var holdLP []scheduler.Logprob
 	opened, plain := false, len(r.g.tools) == 0
-	send := func(text string) {
-		if text == "" {
+	send := func(text string, lps []scheduler.Logprob) {
+		if text == "" && len(lps) == 0 {
 			return
 		}
 		if !opened {
@@ -652,11 +695,13 @@ func (r *run) streamResponse(w *bufio.Writer) {
 			emit("response.output_item.added", map[string]any{"output_index": 0,
 				"item": respMessage{ID: msgID, Type: "message", Status: "in_progress", Role: "assistant", Content: []respText{}}})
 			emit("response.content_part.added", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
-				"part": respText{Type: "output_text", Annotations: []any{}, Logprobs: []any{}}})
+				"part": respText{Type: "output_text", Annotations: []any{}, Logprobs: noLogprobs}})
 		}
 		full.WriteString(text)
+		c := &r.choices[0]
+		c.lps = append(c.lps, lps...)
 		emit("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
-			"delta": text, "logprobs": []any{}})
+			"delta": text, "logprobs": r.logprobEntries(lps)})
 	}
 	for {
 		ce, how := r.next()
@@ -668,7 +713,7 @@ func (r *run) streamResponse(w *bufio.Writer) {
 			}
 			held := hold.String()
 			if _, _, calls := r.outcome(full.String()+held, msgID); calls == nil {
-				send(held) // not calls after all: text
+				send(held, holdLP) // not calls after all: text
 				held = ""
 			}
 			r.streamResponseEnd(w, emit, msgID, full.String()+held, opened)
@@ -686,13 +731,15 @@ func (r *run) streamResponse(w *bufio.Writer) {
 			return
 		}
 		if plain {
-			send(ce.ev.Text)
+			send(ce.ev.Text, ce.ev.Logprobs)
 		} else {
 			hold.WriteString(ce.ev.Text)
+			holdLP = append(holdLP, ce.ev.Logprobs...)
 			if h := hold.String(); h != "" && h[0] != '{' {
 				plain = true
 				hold.Reset()
-				send(h)
+				send(h, holdLP)
+				holdLP = nil
 			}
 		}
 		if len(r.events) == 0 && w.Buffered() > 0 && !flush() {
@@ -722,10 +769,10 @@ func (r *run) streamResponseEnd(w *bufio.Writer, emit func(string, map[string]an
 			emit("response.output_item.added", map[string]any{"output_index": 0,
 				"item": respMessage{ID: msgID, Type: "message", Status: "in_progress", Role: "assistant", Content: []respText{}}})
 			emit("response.content_part.added", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
-				"part": respText{Type: "output_text", Annotations: []any{}, Logprobs: []any{}}})
+				"part": respText{Type: "output_text", Annotations: []any{}, Logprobs: noLogprobs}})
 		}
 		emit("response.output_text.done", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
-			"text": text, "logprobs": []any{}})
+			"text": text, "logprobs": msg.Content[0].Logprobs})
 		emit("response.content_part.done", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
 			"part": msg.Content[0]})
 		emit("response.output_item.done", map[string]any{"output_index": 0, "item": msg})

@@ -49,6 +49,10 @@ func TestResponsesToChat(t *testing.T) {
 				"json_schema": map[string]any{"name": "p", "schema": map[string]any{"type": "object"}, "strict": true}}}},
 		{"json object", `{"input":"x","text":{"format":{"type":"json_object"}}}`,
 			map[string]any{"response_format": map[string]any{"type": "json_object"}}},
+		{"logprobs", `{"input":"x","include":["reasoning.encrypted_content","message.output_text.logprobs"],"top_logprobs":2}`,
+			map[string]any{"logprobs": true, "top_logprobs": 2.0}},
+		{"top_logprobs alone", `{"input":"x","top_logprobs":3}`, map[string]any{"logprobs": true, "top_logprobs": 3.0}},
+		{"other includes", `{"input":"x","include":["reasoning.encrypted_content"]}`, map[string]any{"logprobs": nil}},
 	} {
 		body, _, e := responsesToChat([]byte(tc.in))
 		if e != nil {
@@ -77,7 +81,7 @@ func TestResponsesToChat(t *testing.T) {
 		{`{"input":7}`, "input"},
 		{`{"input":"x","previous_response_id":"resp_1"}`, "previous_response_id"},
 		{`{"input":"x","background":true}`, "background"},
-		{`{"input":"x","include":["message.output_text.logprobs"]}`, "include"},
+		{`{"input":"x","include":"message.output_text.logprobs"}`, "include"},
 		{`{"input":"x","truncation":"auto"}`, "truncation"},
 		{`{"input":"x","reasoning":{"effort":"high"}}`, "reasoning"},
 		{`{"input":"x","messages":[]}`, "messages"},
@@ -207,6 +211,47 @@ func TestRealSDKResponses(t *testing.T) {
 	}
 	if deltas.String() != text || last.Response.OutputText() != text || last.Response.Usage.OutputTokens != 40 {
 		t.Fatalf("streamed %q, final %q (%d tokens), want %q", deltas.String(), last.Response.OutputText(), last.Response.Usage.OutputTokens, text)
+	}
+
+	// Logprobs: chat's entries for the same request, streamed alike.
+	lp := p
+	lp.Include = []responses.ResponseIncludable{responses.ResponseIncludableMessageOutputTextLogprobs}
+	lp.TopLogprobs = openai.Int(3)
+	res, err = c.Responses.New(ctx, lp, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chatLP, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(40), Temperature: openai.Float(0),
+		Logprobs: openai.Bool(true), TopLogprobs: openai.Int(3),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("You tell stories."), openai.UserMessage("Once upon a time")}},
+		option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Output[0].Content[0].Logprobs
+	want := chatLP.Choices[0].Logprobs.Content
+	if len(got) != 40 || len(got) != len(want) {
+		t.Fatalf("%d logprobs, chat %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Token != want[i].Token || got[i].Logprob != want[i].Logprob || len(got[i].TopLogprobs) != 3 {
+			t.Fatalf("logprob %d: %+v, chat %+v", i, got[i], want[i])
+		}
+	}
+	st = c.Responses.NewStreaming(ctx, lp, option.WithJSONSet("ignore_eos", true))
+	n := 0
+	for st.Next() {
+		if ev := st.Current(); ev.Type == "response.output_text.delta" {
+			for _, e := range ev.Logprobs.OfResponseTextDeltaEventLogprobs {
+				if n >= len(want) || e.Token != want[n].Token || e.Logprob != want[n].Logprob {
+					t.Fatalf("streamed logprob %d: %+v", n, e)
+				}
+				n++
+			}
+		}
+	}
+	if err := st.Err(); err != nil || n != len(want) {
+		t.Fatalf("%d streamed logprobs, want %d (%v)", n, len(want), err)
 	}
 
 	// Structured output.
