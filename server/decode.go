@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -413,32 +414,47 @@ func messageContent(r json.RawMessage, p string) (string, *apiError) {
 		if json.Unmarshal(r, &parts) != nil {
 			return "", wrongType(p, "a string or an array of text parts")
 		}
-		var sb strings.Builder
-		for j, part := range parts {
-			pp := p + "[" + strconv.Itoa(j) + "]"
-			typ, _, e := optString(part, "type")
-			if e != nil {
-				e.Param = pp + ".type"
-				return "", e
-			}
-			if typ != "text" {
-				e := badRequest(pp+".type", "content part type %q is not supported (only \"text\")", typ)
-				e.Code = "unsupported_content_type"
-				return "", e
-			}
-			text, ok, e := optString(part, "text")
-			if e != nil {
-				e.Param = pp + ".text"
-				return "", e
-			}
-			if !ok {
-				return "", badRequest(pp+".text", "'%s.text' is required", pp)
-			}
-			sb.WriteString(text)
-		}
-		return sb.String(), nil
+		return joinTextParts(parts, p, "text")
 	}
 	return "", wrongType(p, "a string or an array of text parts")
+}
+
+// quoteJoin is "a", "b", ...
+func quoteJoin(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = strconv.Quote(w)
+	}
+	return strings.Join(q, ", ")
+}
+
+// joinTextParts joins the text of content parts p[0], p[1], ..., each of
+// which must have one of the types given (its text in "text").
+func joinTextParts(parts []map[string]json.RawMessage, p string, types ...string) (string, *apiError) {
+	var sb strings.Builder
+	for j, part := range parts {
+		pp := p + "[" + strconv.Itoa(j) + "]"
+		typ, _, e := optString(part, "type")
+		if e != nil {
+			e.Param = pp + ".type"
+			return "", e
+		}
+		if !slices.Contains(types, typ) {
+			e := badRequest(pp+".type", "content part type %q is not supported (only %s)", typ, quoteJoin(types))
+			e.Code = "unsupported_content_type"
+			return "", e
+		}
+		text, ok, e := optString(part, "text")
+		if e != nil {
+			e.Param = pp + ".text"
+			return "", e
+		}
+		if !ok {
+			return "", badRequest(pp+".text", "'%s.text' is required", pp)
+		}
+		sb.WriteString(text)
+	}
+	return sb.String(), nil
 }
 
 func (g *genRequest) decodeMaxTokens(m map[string]json.RawMessage) *apiError {

@@ -319,30 +319,7 @@ func respContent(r json.RawMessage, p string) (string, *apiError) {
 		if json.Unmarshal(r, &parts) != nil {
 			break
 		}
-		var sb strings.Builder
-		for j, part := range parts {
-			pp := p + "[" + strconv.Itoa(j) + "]"
-			typ, _, e := optString(part, "type")
-			if e != nil {
-				e.Param = pp + ".type"
-				return "", e
-			}
-			if typ != "input_text" && typ != "output_text" {
-				e := badRequest(pp+".type", "content part type %q is not supported (only input_text and output_text)", typ)
-				e.Code = "unsupported_content_type"
-				return "", e
-			}
-			text, ok, e := optString(part, "text")
-			if e != nil {
-				e.Param = pp + ".text"
-				return "", e
-			}
-			if !ok {
-				return "", badRequest(pp+".text", "'%s.text' is required", pp)
-			}
-			sb.WriteString(text)
-		}
-		return sb.String(), nil
+		return joinTextParts(parts, p, "input_text", "output_text")
 	}
 	return "", wrongType(p, "a string or an array of input_text parts")
 }
