@@ -168,13 +168,23 @@ func submitError(err error) *apiError {
 
 // buildRequests tokenizes the prompts and makes n scheduler requests per
 // prompt, in choice order (choice index = prompt index * n + j).
+// chatPrompt renders a chat request's messages (the tools' description
+// included) with the model's chat template.
+func (s *Server) chatPrompt(g *genRequest) (string, *apiError) {
+	text, err := s.b.ApplyChatTemplate(g.messages)
+	if err != nil {
+		e := badRequest("messages", "could not apply the model's chat template: %v", err)
+		e.Code = "chat_template_error"
+		return "", e
+	}
+	return text, nil
+}
+
 func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiError) {
 	var prompts [][]int32
 	if g.chat {
-		text, err := s.b.ApplyChatTemplate(g.messages)
-		if err != nil {
-			e := badRequest("messages", "could not apply the model's chat template: %v", err)
-			e.Code = "chat_template_error"
+		text, e := s.chatPrompt(g)
+		if e != nil {
 			return nil, nil, e
 		}
 		toks, err := s.b.Tokenize(text, true)

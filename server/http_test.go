@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"specd/scheduler"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -416,6 +418,41 @@ func TestTokenize(t *testing.T) {
 	for _, body := range []string{`{}`, `{"tokens": [1, -1]}`, `{"tokens": [99999999]}`, `{"tokens": "a"}`} {
 		if res := do(t, "POST", url+"/detokenize", body); res.status != 400 || !strings.Contains(string(res.body), `"error"`) {
 			t.Errorf("detokenize %s: %d %s", body, res.status, res.body)
+		}
+	}
+}
+
+// TestApplyTemplate: /apply-template returns the prompt a chat completion
+// sends the model: the template over the messages, the tools' description
+// included; its tokens are the chat completion's prompt_tokens.
+func TestApplyTemplate(t *testing.T) {
+	b := newTestBackend(t)
+	_, url := startServer(t, Config{}, b)
+	msgs := `[{"role":"system","content":"Be brief."},{"role":"user","content":"Once upon a time"}]`
+	want, err := b.ApplyChatTemplate([]scheduler.ChatMessage{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Once upon a time"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Prompt string }
+	res := do(t, "POST", url+"/apply-template", `{"messages":`+msgs+`}`)
+	if res.status != 200 || json.Unmarshal(res.body, &got) != nil || got.Prompt != want {
+		t.Fatalf("%d %s, want prompt %q", res.status, res.body, want)
+	}
+	toks, err := b.Tokenize(got.Prompt, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat := parseResponse(t, do(t, "POST", url+"/v1/chat/completions", `{"max_tokens":1,"messages":`+msgs+`}`).body)
+	if chat.Usage == nil || chat.Usage.PromptTokens != len(toks) {
+		t.Errorf("chat prompt_tokens %v, the template's prompt has %d tokens", chat.Usage, len(toks))
+	}
+	res = do(t, "POST", url+"/apply-template", `{"messages":`+msgs+`,"tools":[{"type":"function","function":{"name":"get_weather"}}]}`)
+	if json.Unmarshal(res.body, &got) != nil || res.status != 200 || !strings.Contains(got.Prompt, "get_weather") || got.Prompt == want {
+		t.Errorf("with tools: %d %s", res.status, res.body)
+	}
+	for _, body := range []string{`{}`, `{"messages":[]}`, `not json`} {
+		if res := do(t, "POST", url+"/apply-template", body); res.status != 400 || !strings.Contains(string(res.body), `"error"`) {
+			t.Errorf("%s: %d %s", body, res.status, res.body)
 		}
 	}
 }

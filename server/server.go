@@ -192,15 +192,16 @@ func sleep(ctx context.Context, d time.Duration) {
 // Endpoint labels of the requests counter; unknown paths share "other" so
 // that scanners cannot grow the label set.
 const (
-	epCompletions = "completions"
-	epChat        = "chat_completions"
-	epResponses   = "responses"
-	epModels      = "models"
-	epHealth      = "health"
-	epMetrics     = "metrics"
-	epTokenize    = "tokenize"
-	epDetokenize  = "detokenize"
-	epOther       = "other"
+	epCompletions   = "completions"
+	epChat          = "chat_completions"
+	epResponses     = "responses"
+	epModels        = "models"
+	epHealth        = "health"
+	epMetrics       = "metrics"
+	epTokenize      = "tokenize"
+	epDetokenize    = "detokenize"
+	epApplyTemplate = "apply_template"
+	epOther         = "other"
 )
 
 type route struct {
@@ -228,6 +229,8 @@ func (s *Server) lookup(path string) (route, bool) {
 		return route{epTokenize, fasthttp.MethodPost, true, s.handleTokenize}, true
 	case "/detokenize":
 		return route{epDetokenize, fasthttp.MethodPost, true, s.handleDetokenize}, true
+	case "/apply-template":
+		return route{epApplyTemplate, fasthttp.MethodPost, true, s.handleApplyTemplate}, true
 	}
 	if strings.HasPrefix(path, "/v1/models/") {
 		return route{epModels, fasthttp.MethodGet, true, s.handleModel}, true
@@ -387,6 +390,25 @@ func (s *Server) handleTokenize(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, struct {
 		Tokens []int32 `json:"tokens"`
 	}{toks})
+}
+
+// handleApplyTemplate is llama-server's POST /apply-template: a chat
+// request's messages (and tools, which add their description) →
+// {"prompt": text}, the prompt a chat completion would send the model.
+func (s *Server) handleApplyTemplate(ctx *fasthttp.RequestCtx) {
+	g, e := decode(ctx.PostBody(), true, limits{maxN: s.cfg.MaxN, vocab: s.b.VocabSize()})
+	if e != nil {
+		writeError(ctx, e)
+		return
+	}
+	text, e := s.chatPrompt(g)
+	if e != nil {
+		writeError(ctx, e)
+		return
+	}
+	writeJSON(ctx, struct {
+		Prompt string `json:"prompt"`
+	}{text})
 }
 
 // handleDetokenize is llama-server's POST /detokenize: {"tokens": [ids]}
