@@ -624,7 +624,8 @@ func (r *run) collectResponse() ([]byte, *apiError) {
 // one function_call item per call, and response.completed (or .incomplete
 // when max_output_tokens cut it). A failure sends error and
 // response.failed. With tools, an answer that starts with "{" is held back
-// until it is known to be calls or text, as chat streams do.
+// until it is known to be calls or text, and StreamInterval groups the
+// deltas, as in chat streams.
 func (r *run) streamResponse(w *bufio.Writer) {
 	seq := 0
 	emit := func(typ string, fields map[string]any) {
@@ -675,19 +676,38 @@ func (r *run) streamResponse(w *bufio.Writer) {
 				"part": respText{Type: "output_text", Annotations: []any{}, Logprobs: noLogprobs}})
 		}
 		full.WriteString(text)
-		c := &r.choices[0]
-		c.lps = append(c.lps, lps...)
+		r.choices[0].lps = append(r.choices[0].lps, lps...)
 		emit("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
 			"delta": text, "logprobs": r.logprobEntries(lps)})
 	}
+	// deliver sends text as it comes or, with StreamInterval N > 1, once it
+	// spans N tokens (the first delta and the last go out at once).
+	c := &r.choices[0]
+	deliver := func(text string, lps []scheduler.Logprob, n int, last bool) {
+		if r.s.cfg.StreamInterval <= 1 {
+			send(text, lps)
+			return
+		}
+		c.pend = append(c.pend, text...)
+		c.pendLP = append(c.pendLP, lps...)
+		c.pendN += n
+		if (len(c.pend) > 0 || len(c.pendLP) > 0) && (!c.sent || c.pendN >= r.s.cfg.StreamInterval || last) {
+			c.sent = true
+			send(string(c.pend), c.pendLP)
+			c.pend, c.pendN, c.pendLP = c.pend[:0], 0, nil
+		}
+	}
+	sendHeld := func() { deliver("", nil, 0, true) }
 	for {
 		ce, how := r.next()
 		switch how {
 		case endDone:
 			if !r.allDone() {
+				sendHeld()
 				fail(r.failure(endNone, errNoResult))
 				return
 			}
+			sendHeld()
 			held := hold.String()
 			if _, _, calls := r.outcome(full.String()+held, msgID); calls == nil {
 				send(held, holdLP) // not calls after all: text
@@ -700,22 +720,24 @@ func (r *run) streamResponse(w *bufio.Writer) {
 			return
 		case endNone:
 		default:
+			sendHeld()
 			fail(r.failure(how, nil))
 			return
 		}
 		if err := r.apply(ce); err != nil {
+			sendHeld()
 			fail(r.failure(endNone, err))
 			return
 		}
 		if plain {
-			send(ce.ev.Text, ce.ev.Logprobs)
+			deliver(ce.ev.Text, ce.ev.Logprobs, len(ce.ev.Tokens), ce.ev.Done)
 		} else {
 			hold.WriteString(ce.ev.Text)
 			holdLP = append(holdLP, ce.ev.Logprobs...)
 			if h := hold.String(); h != "" && h[0] != '{' {
 				plain = true
 				hold.Reset()
-				send(h, holdLP)
+				deliver(h, holdLP, len(holdLP), ce.ev.Done)
 				holdLP = nil
 			}
 		}

@@ -371,6 +371,20 @@ func TestResponsesFake(t *testing.T) {
 	}
 	f.failAfter = 0
 
+	// stream_interval groups the deltas; they add up to the text.
+	_, grouped := startServer(t, Config{StreamInterval: 4}, f)
+	types, data = respEvents(t, string(do(t, "POST", grouped+"/v1/responses", `{"input":"c","max_output_tokens":20,"ignore_eos":true,"stream":true}`).body))
+	var deltas []string
+	for i, typ := range types {
+		if typ == "response.output_text.delta" {
+			deltas = append(deltas, data[i]["delta"].(string))
+		}
+	}
+	final := data[len(data)-1]["response"].(map[string]any)["output"].([]any)[0].(map[string]any)["content"].([]any)[0].(map[string]any)["text"]
+	if len(deltas) < 2 || len(deltas) > 6 || strings.Join(deltas, "") != final {
+		t.Errorf("stream_interval 4: deltas %q, want at most 6 making %q", deltas, final)
+	}
+
 	f.tokenDelay = 20 * time.Millisecond
 	_, slow := startServer(t, Config{RequestTimeout: 100 * time.Millisecond}, f)
 	res = do(t, "POST", slow+"/v1/responses", `{"input":"a","max_output_tokens":100,"ignore_eos":true,"stream":true}`)
