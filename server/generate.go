@@ -411,6 +411,30 @@ func (r *run) next() (choiceEvent, end) {
 	}
 }
 
+// advance waits for the next event of a stream and records it (apply).
+// how is endNone with an event, endDone when every choice is done, and
+// endDisconnected when the client left (handled: nothing more to send); e,
+// when not nil, is the failure that ends the stream.
+func (r *run) advance() (choiceEvent, end, *apiError) {
+	ce, how := r.next()
+	switch how {
+	case endDone:
+		if !r.allDone() {
+			return ce, how, r.failure(endNone, errNoResult)
+		}
+		return ce, how, nil
+	case endDisconnected:
+		r.disconnected()
+		return ce, how, nil
+	case endNone:
+		if err := r.apply(ce); err != nil {
+			return ce, how, r.failure(endNone, err)
+		}
+		return ce, how, nil
+	}
+	return ce, how, r.failure(how, nil)
+}
+
 func (r *run) allDone() bool {
 	for i := range r.choices {
 		if !r.choices[i].done {
@@ -704,29 +728,17 @@ func (r *run) stream(w *bufio.Writer) {
 		}
 	}
 	for {
-		ce, how := r.next()
-		switch how {
-		case endDone:
-			if !r.allDone() {
-				sendHeld()
-				r.streamError(w, r.failure(endNone, errNoResult))
-				return
-			}
-			r.streamEnd(w)
-			return
-		case endDisconnected:
-			r.disconnected()
-			return
-		case endNone:
-		default:
+		ce, how, e := r.advance()
+		if e != nil {
 			sendHeld()
-			r.streamError(w, r.failure(how, nil))
+			r.streamError(w, e)
 			return
 		}
-		err := r.apply(ce)
-		if err != nil {
-			sendHeld()
-			r.streamError(w, r.failure(endNone, err))
+		if how == endDisconnected {
+			return
+		}
+		if how == endDone {
+			r.streamEnd(w)
 			return
 		}
 		text, lps := ce.ev.Text, ce.ev.Logprobs

@@ -699,14 +699,16 @@ func (r *run) streamResponse(w *bufio.Writer) {
 	}
 	sendHeld := func() { deliver("", nil, 0, true) }
 	for {
-		ce, how := r.next()
-		switch how {
-		case endDone:
-			if !r.allDone() {
-				sendHeld()
-				fail(r.failure(endNone, errNoResult))
-				return
-			}
+		ce, how, e := r.advance()
+		if e != nil {
+			sendHeld()
+			fail(e)
+			return
+		}
+		if how == endDisconnected {
+			return
+		}
+		if how == endDone {
 			sendHeld()
 			held := hold.String()
 			if _, _, calls := r.outcome(full.String()+held, msgID); calls == nil {
@@ -714,19 +716,6 @@ func (r *run) streamResponse(w *bufio.Writer) {
 				held = ""
 			}
 			r.streamResponseEnd(w, emit, msgID, full.String()+held, opened)
-			return
-		case endDisconnected:
-			r.disconnected()
-			return
-		case endNone:
-		default:
-			sendHeld()
-			fail(r.failure(how, nil))
-			return
-		}
-		if err := r.apply(ce); err != nil {
-			sendHeld()
-			fail(r.failure(endNone, err))
 			return
 		}
 		if plain {
