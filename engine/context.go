@@ -107,9 +107,11 @@ func (c *Context) GraphsReused() int {
 	if c.ptr == 0 {
 		return 0
 	}
-	var d cPerfContextData
-	purego.SyscallN(llamaPerfContextSym, uintptr(unsafe.Pointer(&d)), c.ptr)
-	return int(d.NReused)
+	// Into the context's own buffer, through call: no allocation per decode.
+	a := c.args[:2]
+	a[0], a[1] = uintptr(unsafe.Pointer(&c.perf)), c.ptr
+	c.call(llamaPerfContextSym, a)
+	return int(c.perf.NReused)
 }
 
 // FlashAttn selects flash attention. On this CPU build "auto" turns it on,
@@ -282,6 +284,7 @@ type Context struct {
 	// args is scratch for purego.SyscallN: passing an existing slice avoids
 	// the variadic slice it would otherwise allocate on every call.
 	args [16]uintptr
+	perf cPerfContextData // GraphsReused's result buffer
 }
 
 // NewContext creates a context on m with a thread pool attached.
