@@ -522,10 +522,11 @@ func (s *Scheduler) runDraft(items []item) {
 	// the shape of a draft step, one row and one output per drafting
 	// sequence: llama.cpp then reuses one compute graph for all of them
 	// instead of building one for the two-row decode and again for the
-	// next (stories260K, one stream: 0.57 ms for a two-token decode and
-	// 0.29 for the one-token decode after it, 0.20 for a one-token decode
-	// that reuses the graph; +3 % output tok/s on the benchmark pair at
-	// one stream). Any other mix builds a graph anyway, so it is fed in
+	// next (stories260K after a heavy-q8 verify, one stream: 0.57 ms for
+	// a two-row first decode and 0.25 for each of the next two, against
+	// 0.32-0.35 and 0.17-0.20 when every decode has one row; +3 % output
+	// tok/s on the benchmark pair at one stream, docs/BENCHMARKS.md
+	// session 15). Any other mix builds a graph anyway, so it is fed in
 	// one decode.
 	split := nwant > 0 && pairs == nwant && rows == 2*nwant
 	for i := range items {
