@@ -62,7 +62,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.body, "body", "", `JSON object (or @FILE holding one) whose fields every request also sends, e.g. '{"response_format": {"type": "json_object"}}'`)
 	fs.StringVar(&f.url, "url", "http://127.0.0.1:8080", "server base URL (the only host contacted)")
-	fs.StringVar(&f.endpoint, "endpoint", "/v1/completions", "path of the streaming endpoint (/v1/completions or /v1/chat/completions)")
+	fs.StringVar(&f.endpoint, "endpoint", "/v1/completions", "path of the streaming endpoint (/v1/completions, /v1/chat/completions or /v1/responses)")
 	fs.StringVar(&f.model, "model", "", "model name sent in requests (default: first id of GET /v1/models)")
 	fs.StringVar(&f.concurrency, "concurrency", "1", "requests in flight: N, or a list 1,4,16 to measure each (with --rate: in-flight cap, default none)")
 	fs.Float64Var(&f.rate, "rate", 0, "Poisson arrival rate in requests/s (0: closed loop at --concurrency)")

@@ -40,16 +40,18 @@ func (s *Sample) OK() bool { return s.Err == nil }
 
 // requestBody is what one request sends (field order is the wire order).
 type requestBody struct {
-	Model         string          `json:"model"`
-	Prompt        string          `json:"prompt,omitempty"`
-	Messages      []chatMessage   `json:"messages,omitempty"`
-	MaxTokens     int             `json:"max_tokens"`
-	Temperature   float64         `json:"temperature"`
-	Stream        bool            `json:"stream"`
-	StreamOptions map[string]bool `json:"stream_options"`
-	IgnoreEOS     bool            `json:"ignore_eos,omitempty"`
-	CachePrompt   bool            `json:"cache_prompt"`
-	Speculative   *Speculative    `json:"speculative,omitempty"`
+	Model           string          `json:"model"`
+	Prompt          string          `json:"prompt,omitempty"`
+	Messages        []chatMessage   `json:"messages,omitempty"`
+	Input           string          `json:"input,omitempty"` // /v1/responses
+	MaxTokens       int             `json:"max_tokens,omitempty"`
+	MaxOutputTokens int             `json:"max_output_tokens,omitempty"` // /v1/responses
+	Temperature     float64         `json:"temperature"`
+	Stream          bool            `json:"stream"`
+	StreamOptions   map[string]bool `json:"stream_options,omitempty"`
+	IgnoreEOS       bool            `json:"ignore_eos,omitempty"`
+	CachePrompt     bool            `json:"cache_prompt"`
+	Speculative     *Speculative    `json:"speculative,omitempty"`
 }
 
 type chatMessage struct {
@@ -59,8 +61,24 @@ type chatMessage struct {
 
 // streamChunk is the part of an SSE event that is measured. It covers
 // /v1/completions (text), /v1/chat/completions (delta.content), OpenAI usage
-// and llama.cpp timings.
+// and llama.cpp timings, and /v1/responses' typed events (type, delta, and
+// the response with its usage at the end).
 type streamChunk struct {
+	Type     string `json:"type"`
+	Delta    string `json:"delta"`
+	Message  string `json:"message"`
+	Response *struct {
+		Status string `json:"status"`
+		Usage  *struct {
+			InputTokens        int `json:"input_tokens"`
+			OutputTokens       int `json:"output_tokens"`
+			InputTokensDetails *struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"input_tokens_details"`
+		} `json:"usage"`
+		Timings *timingsJSON    `json:"timings"`
+		Error   json.RawMessage `json:"error"`
+	} `json:"response"`
 	Choices []struct {
 		Text  string `json:"text"`
 		Delta struct {
@@ -78,11 +96,14 @@ type streamChunk struct {
 			Rejected *int `json:"rejected_prediction_tokens"`
 		} `json:"completion_tokens_details"`
 	} `json:"usage"`
-	Timings *struct {
-		DraftN         *int `json:"draft_n"`
-		DraftNAccepted *int `json:"draft_n_accepted"`
-	} `json:"timings"`
-	Error json.RawMessage `json:"error"`
+	Timings *timingsJSON    `json:"timings"`
+	Error   json.RawMessage `json:"error"`
+}
+
+// timingsJSON is the part of llama.cpp's timings that is read.
+type timingsJSON struct {
+	DraftN         *int `json:"draft_n"`
+	DraftNAccepted *int `json:"draft_n_accepted"`
 }
 
 // buildBody encodes one request for the configured endpoint.
@@ -101,9 +122,14 @@ func buildBody(cfg *Config, p Prompt) ([]byte, error) {
 		CachePrompt:   cfg.PrefixCache,
 		Speculative:   cfg.Speculative,
 	}
-	if strings.HasSuffix(cfg.Endpoint, "/chat/completions") {
+	switch {
+	case strings.HasSuffix(cfg.Endpoint, "/chat/completions"):
 		b.Messages = []chatMessage{{Role: "user", Content: p.Text}}
-	} else {
+	case strings.HasSuffix(cfg.Endpoint, "/responses"):
+		// The Responses API names its fields its own way and always ends
+		// its stream with the whole response (usage included).
+		b.Input, b.MaxOutputTokens, b.MaxTokens, b.StreamOptions = p.Text, maxTok, 0, nil
+	default:
 		b.Prompt = p.Text
 	}
 	out, err := json.Marshal(b)
@@ -200,7 +226,11 @@ func readStream(r io.Reader, start time.Time, s *Sample) error {
 			s.ErrKind = "server"
 			return fmt.Errorf("server error in stream: %s", ch.Error)
 		}
-		hasText := false
+		if ch.Type == "error" || ch.Type == "response.failed" {
+			s.ErrKind = "server"
+			return fmt.Errorf("server error in stream: %.200s", payload)
+		}
+		hasText := ch.Type == "response.output_text.delta" && ch.Delta != ""
 		for _, c := range ch.Choices {
 			if c.Text != "" || c.Delta.Content != "" {
 				hasText = true
@@ -227,6 +257,14 @@ func readStream(r io.Reader, start time.Time, s *Sample) error {
 				a, rj := deref(d.Accepted), deref(d.Rejected)
 				s.DraftAccepted, s.DraftProposed = a, a+rj
 			}
+		}
+		if r := ch.Response; r != nil && r.Usage != nil && (ch.Type == "response.completed" || ch.Type == "response.incomplete") {
+			s.UsageReported = true
+			s.PromptTokens, s.OutputTokens = r.Usage.InputTokens, r.Usage.OutputTokens
+			if r.Usage.InputTokensDetails != nil {
+				s.CachedTokens = r.Usage.InputTokensDetails.CachedTokens
+			}
+			ch.Timings = r.Timings
 		}
 		// llama.cpp puts timings on the last chunk; OpenAI-style usage wins
 		// when both are present.

@@ -317,6 +317,13 @@ func TestBenchStreamParsing(t *testing.T) {
 		{"cut off", "data: {\"choices\":[{\"text\":\"a\"}]}\n\n", true, 1, 1},
 		{"bad json", "data: {\"choices\":[\n\n", true, 0, 0},
 		{"error event", "data: {\"error\":{\"message\":\"boom\"}}\n\n", true, 0, 0},
+		{"responses", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\",\"usage\":null}}\n\n" +
+			"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\n" +
+			"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"b\"}\n\n" +
+			"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"ab\"}\n\n" +
+			"event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"usage\":{\"input_tokens\":5,\"output_tokens\":7},\"timings\":{\"draft_n\":4,\"draft_n_accepted\":3}}}\n\n", false, 2, 7},
+		{"responses cut off", "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\n", true, 1, 1},
+		{"responses failure", "event: error\ndata: {\"type\":\"error\",\"code\":\"timeout\",\"message\":\"late\"}\n\n", true, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s Sample
