@@ -66,18 +66,15 @@ type chatMessage struct {
 type streamChunk struct {
 	Type     string `json:"type"`
 	Delta    string `json:"delta"`
-	Message  string `json:"message"`
 	Response *struct {
-		Status string `json:"status"`
-		Usage  *struct {
+		Usage *struct {
 			InputTokens        int `json:"input_tokens"`
 			OutputTokens       int `json:"output_tokens"`
 			InputTokensDetails *struct {
 				CachedTokens int `json:"cached_tokens"`
 			} `json:"input_tokens_details"`
 		} `json:"usage"`
-		Timings *timingsJSON    `json:"timings"`
-		Error   json.RawMessage `json:"error"`
+		Timings *timingsJSON `json:"timings"`
 	} `json:"response"`
 	Choices []struct {
 		Text  string `json:"text"`
