@@ -45,6 +45,7 @@ type benchFlags struct {
 	prefixCache              bool
 	temperature              float64
 	sweepK, sweepProposer    string
+	sweepTemp                string
 	k                        int
 	proposer                 string
 	draftCost, tokensPerWord float64
@@ -75,6 +76,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.prefixCache, "prefix-cache", false, "send cache_prompt: true (default sends false, so no prompt cache helps)")
 	fs.Float64Var(&f.temperature, "temperature", 0, "sampling temperature (0 = greedy)")
 	fs.StringVar(&f.sweepK, "sweep-k", "", `measure each fixed k, e.g. 0..8 or 0,2,4 (specd extension "speculative": {"k": K}; k=0 sends {"proposer":"none"})`)
+	fs.StringVar(&f.sweepTemp, "sweep-temperature", "", "measure each sampling temperature, e.g. 0,0.5,1 (acceptance falls as it rises)")
 	fs.StringVar(&f.sweepProposer, "sweep-proposer", "", `measure each proposer, e.g. none,ngram,draft (specd extension "speculative": {"proposer": P}, with --k's k if given)`)
 	fs.IntVar(&f.k, "k", -1, `send "speculative": {"k": K} with every request (-1: send nothing; 0: proposer none)`)
 	fs.StringVar(&f.proposer, "proposer", "", `send "speculative": {"proposer": P} (none, draft, ngram)`)
@@ -139,6 +141,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{"--sweep-proposer takes a single --concurrency"}
 		case set["proposer"]:
 			return usageError{"--sweep-proposer sets the proposer itself; drop --proposer"}
+		}
+	}
+	var temps []float64
+	if f.sweepTemp != "" {
+		if temps, err = loadgen.ParseFloats(f.sweepTemp); err != nil {
+			return usageError{"--sweep-temperature: " + err.Error()}
+		}
+		switch {
+		case len(ks) > 0 || len(props) > 0:
+			return usageError{"--sweep-temperature with --sweep-k or --sweep-proposer: one sweep at a time"}
+		case len(concs) > 1:
+			return usageError{"--sweep-temperature takes a single --concurrency"}
+		case set["temperature"]:
+			return usageError{"--sweep-temperature sets the temperature itself; drop --temperature"}
 		}
 	}
 	if f.plot != "" && len(ks) < 2 && len(concs) < 2 {
@@ -252,22 +268,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	type job struct {
 		conc     int
 		k        *int
-		proposer string // of a proposer sweep
+		proposer string   // of a proposer sweep
+		temp     *float64 // of a temperature sweep
 	}
 	var jobs []job
-	if len(ks) > 0 {
+	switch {
+	case len(ks) > 0:
 		for _, k := range ks {
-			jobs = append(jobs, job{concs[0], &k, ""})
+			jobs = append(jobs, job{conc: concs[0], k: &k})
 		}
-	} else {
-		for _, c := range concs {
-			jobs = append(jobs, job{c, nil, ""})
-		}
-	}
-	if len(props) > 0 {
-		jobs = jobs[:0]
+	case len(props) > 0:
 		for _, p := range props {
-			jobs = append(jobs, job{concs[0], nil, p})
+			jobs = append(jobs, job{conc: concs[0], proposer: p})
+		}
+	case len(temps) > 0:
+		for _, t := range temps {
+			jobs = append(jobs, job{conc: concs[0], temp: &t})
+		}
+	default:
+		for _, c := range concs {
+			jobs = append(jobs, job{conc: c})
 		}
 	}
 	ref := 0 // the point the others are compared with in each round
@@ -303,7 +323,10 @@ run:
 					cfg.Speculative.K = max(f.k, 0)
 				}
 			}
-			pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k, Proposer: j.proposer}
+			if j.temp != nil {
+				cfg.Temperature = *j.temp
+			}
+			pt := loadgen.Point{Concurrency: j.conc, Rate: f.rate, K: j.k, Proposer: j.proposer, Temperature: j.temp}
 			if f.rounds > 1 {
 				pt.Round = r + 1
 			}

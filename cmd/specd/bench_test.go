@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -133,6 +134,10 @@ func TestBenchCommandFailures(t *testing.T) {
 		{"two sweeps", []string{"--sweep-proposer", "none,ngram", "--sweep-k", "0..2"}, true},
 		{"proposer sweep and --proposer", []string{"--sweep-proposer", "none,ngram", "--proposer", "draft"}, true},
 		{"proposer sweep with list", []string{"--sweep-proposer", "none,ngram", "--concurrency", "1,2"}, true},
+		{"bad temperature sweep", []string{"--sweep-temperature", "0,hot"}, true},
+		{"negative temperature in sweep", []string{"--sweep-temperature", "0,-1"}, true},
+		{"temperature sweep and --temperature", []string{"--sweep-temperature", "0,1", "--temperature", "0.5"}, true},
+		{"temperature and k sweeps", []string{"--sweep-temperature", "0,1", "--sweep-k", "0..2"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, _, err := bench(t, tc.args...)
@@ -237,5 +242,32 @@ func TestBenchCommandSweepProposer(t *testing.T) {
 		`{"k":3,"proposer":"draft"} {"k":3,"proposer":"ngram"} {"proposer":"none"}`
 	if got := strings.Join(specs, " "); got != want {
 		t.Errorf("speculative objects sent:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestBenchCommandSweepTemperature(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 4})
+	defer srv.Close()
+	out, _, err := bench(t, "--url", srv.URL, "--sweep-temperature", "0, 0.5,1", "--rounds", "2",
+		"--requests", "1", "--json", "--tokens-per-word", "1", "--input-tokens", "8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r loadgen.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.RoundStats) != 3 || r.RoundStats[0].Ratio != nil || r.RoundStats[2].Ratio == nil {
+		t.Fatalf("round stats %+v", r.RoundStats)
+	}
+	if got := r.RoundStats[1].Label(); got != "c=1 t=0.5" {
+		t.Errorf("label %q", got)
+	}
+	var temps []string
+	for _, b := range srv.Bodies() {
+		temps = append(temps, fmt.Sprint(b["temperature"]))
+	}
+	if got := strings.Join(temps, " "); got != "0 0.5 1 1 0.5 0" {
+		t.Errorf("temperatures sent: %s", got)
 	}
 }

@@ -44,7 +44,7 @@ type WorkInfo struct {
 	Salt          int          `json:"salt,omitempty"` // random words put before each prompt
 }
 
-// Label names a point in tables: "c=4", "c=4 k=2", "c=4 ngram",
+// Label names a point in tables: "c=4", "c=4 k=2", "c=4 ngram", "c=1 t=0.8",
 // "rate=8/s c≤16", with " #2" for round 2.
 func (p Point) Label() string {
 	var b strings.Builder
@@ -61,6 +61,9 @@ func (p Point) Label() string {
 	}
 	if p.Proposer != "" {
 		fmt.Fprintf(&b, " %s", p.Proposer)
+	}
+	if p.Temperature != nil {
+		fmt.Fprintf(&b, " t=%g", *p.Temperature)
 	}
 	if p.Round > 0 {
 		fmt.Fprintf(&b, " #%d", p.Round)

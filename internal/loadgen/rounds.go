@@ -30,11 +30,12 @@ type Spread struct {
 
 // RoundStat summarises one point measured in every round.
 type RoundStat struct {
-	Concurrency int     `json:"concurrency"`
-	Rate        float64 `json:"rate,omitempty"`
-	K           *int    `json:"k,omitempty"`
-	Proposer    string  `json:"proposer,omitempty"`
-	Runs        int     `json:"runs"`
+	Concurrency int      `json:"concurrency"`
+	Rate        float64  `json:"rate,omitempty"`
+	K           *int     `json:"k,omitempty"`
+	Proposer    string   `json:"proposer,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	Runs        int      `json:"runs"`
 	// OutputTPS: output tokens/s over the runs.
 	OutputTPS Spread `json:"output_throughput"`
 	// Ratio: this point's output tokens/s over the reference point's in
@@ -111,7 +112,7 @@ func SummariseRounds(points []Point, perRound, ref int) ([]RoundStat, []Point) {
 	for j := range perRound {
 		v := tps(j)
 		p := points[j]
-		st := RoundStat{Concurrency: p.Concurrency, Rate: p.Rate, K: p.K, Proposer: p.Proposer, Runs: rounds}
+		st := RoundStat{Concurrency: p.Concurrency, Rate: p.Rate, K: p.K, Proposer: p.Proposer, Temperature: p.Temperature, Runs: rounds}
 		order := make([]int, rounds)
 		for r := range order {
 			order[r] = r
@@ -136,5 +137,5 @@ func SummariseRounds(points []Point, perRound, ref int) ([]RoundStat, []Point) {
 
 // Label names the point as Point.Label does.
 func (s RoundStat) Label() string {
-	return Point{Concurrency: s.Concurrency, Rate: s.Rate, K: s.K, Proposer: s.Proposer}.Label()
+	return Point{Concurrency: s.Concurrency, Rate: s.Rate, K: s.K, Proposer: s.Proposer, Temperature: s.Temperature}.Label()
 }

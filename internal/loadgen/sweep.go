@@ -38,6 +38,20 @@ func ParseInts(s string) ([]int, error) {
 	return out, nil
 }
 
+// ParseFloats reads "0,0.5,1" into a list of non-negative numbers, in the
+// order written.
+func ParseFloats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v < 0 || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("bad list %q (want X,Y,... of numbers >= 0)", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
 // ExpectedLength is the expected tokens per target pass with k drafts each
 // accepted with probability alpha, independently (Leviathan et al. 2023):
 // E = (1 − α^(k+1)) / (1 − α).
@@ -79,12 +93,13 @@ func AlphaFromLength(e float64, k int) float64 {
 
 // Point is one measured configuration of a benchmark.
 type Point struct {
-	Concurrency int     `json:"concurrency"`        // 0 with Rate: uncapped
-	Rate        float64 `json:"rate,omitempty"`     // requests/s, 0 = closed loop
-	K           *int    `json:"k,omitempty"`        // k of a k sweep
-	Proposer    string  `json:"proposer,omitempty"` // of a proposer sweep
-	Round       int     `json:"round,omitempty"`    // 1, 2, ... with --rounds > 1
-	Summary     Summary `json:"summary"`
+	Concurrency int      `json:"concurrency"`           // 0 with Rate: uncapped
+	Rate        float64  `json:"rate,omitempty"`        // requests/s, 0 = closed loop
+	K           *int     `json:"k,omitempty"`           // k of a k sweep
+	Proposer    string   `json:"proposer,omitempty"`    // of a proposer sweep
+	Temperature *float64 `json:"temperature,omitempty"` // of a temperature sweep
+	Round       int      `json:"round,omitempty"`       // 1, 2, ... with --rounds > 1
+	Summary     Summary  `json:"summary"`
 }
 
 // SweepFit compares a k sweep with the Leviathan model.
