@@ -215,11 +215,12 @@ func TestBenchCommandRounds(t *testing.T) {
 	}
 }
 
-func TestBenchCommandSweepProposer(t *testing.T) {
-	srv := fakeoai.New(fakeoai.Options{Tokens: 4})
-	defer srv.Close()
-	out, _, err := bench(t, "--url", srv.URL, "--sweep-proposer", "none, ngram,draft", "--k", "3", "--rounds", "2",
-		"--requests", "1", "--json", "--tokens-per-word", "1", "--input-tokens", "8")
+// sweepReport runs a sweep of two rounds, one request a point, against url
+// and returns its JSON report.
+func sweepReport(t *testing.T, url string, sweep ...string) loadgen.Report {
+	t.Helper()
+	args := append([]string{"--url", url, "--rounds", "2", "--requests", "1", "--json", "--tokens-per-word", "1", "--input-tokens", "8"}, sweep...)
+	out, _, err := bench(t, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,6 +228,13 @@ func TestBenchCommandSweepProposer(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+func TestBenchCommandSweepProposer(t *testing.T) {
+	srv := fakeoai.New(fakeoai.Options{Tokens: 4})
+	defer srv.Close()
+	r := sweepReport(t, srv.URL, "--sweep-proposer", "none, ngram,draft", "--k", "3")
 	if len(r.RoundStats) != 3 || r.RoundStats[1].Proposer != "ngram" || r.RoundStats[0].Ratio != nil || r.RoundStats[2].Ratio == nil {
 		t.Fatalf("round stats %+v", r.RoundStats)
 	}
@@ -248,15 +256,7 @@ func TestBenchCommandSweepProposer(t *testing.T) {
 func TestBenchCommandSweepTemperature(t *testing.T) {
 	srv := fakeoai.New(fakeoai.Options{Tokens: 4})
 	defer srv.Close()
-	out, _, err := bench(t, "--url", srv.URL, "--sweep-temperature", "0, 0.5,1", "--rounds", "2",
-		"--requests", "1", "--json", "--tokens-per-word", "1", "--input-tokens", "8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r loadgen.Report
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatal(err)
-	}
+	r := sweepReport(t, srv.URL, "--sweep-temperature", "0, 0.5,1")
 	if len(r.RoundStats) != 3 || r.RoundStats[0].Ratio != nil || r.RoundStats[2].Ratio == nil {
 		t.Fatalf("round stats %+v", r.RoundStats)
 	}
