@@ -33,3 +33,17 @@ type Backend interface {
 	VocabSize() int   // token ids of array prompts must be in [0, VocabSize)
 	Stats() scheduler.Stats
 }
+
+// Props describes the served models for llama-server's GET /props.
+type Props struct {
+	Slots        int    // sequences decoded together
+	ChatTemplate string // the template in use: a built-in's name or its source
+	ModelPath    string
+	DraftPath    string // "" without a draft model
+}
+
+// Propser is a Backend that describes itself for /props (the daemon's);
+// without it /props gives what Backend alone tells.
+type Propser interface {
+	Props() Props
+}

@@ -456,3 +456,30 @@ func TestApplyTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestProps: llama-server's /props gives the per-sequence context, the
+// model and the request defaults; a backend that describes itself adds
+// its slots, paths and chat template (the daemon's: cmd/specd).
+func TestProps(t *testing.T) {
+	b := newTestBackend(t)
+	_, url := startServer(t, Config{}, b)
+	res := do(t, "GET", url+"/props", "")
+	var p struct {
+		Defaults struct {
+			NCtx   int `json:"n_ctx"`
+			Params struct {
+				NPredict    int     `json:"n_predict"`
+				Temperature float64 `json:"temperature"`
+			} `json:"params"`
+		} `json:"default_generation_settings"`
+		ModelAlias string          `json:"model_alias"`
+		Modalities map[string]bool `json:"modalities"`
+	}
+	if res.status != 200 || json.Unmarshal(res.body, &p) != nil || p.Defaults.NCtx != b.ContextSize() || p.ModelAlias != b.ModelID() ||
+		p.Defaults.Params.NPredict != DefaultDefaultMaxTokens || p.Defaults.Params.Temperature != 1 || p.Modalities["vision"] {
+		t.Fatalf("%d %s", res.status, res.body)
+	}
+	if res := do(t, "POST", url+"/props", "{}"); res.status != 405 {
+		t.Errorf("POST /props: %d", res.status)
+	}
+}

@@ -201,6 +201,7 @@ const (
 	epTokenize      = "tokenize"
 	epDetokenize    = "detokenize"
 	epApplyTemplate = "apply_template"
+	epProps         = "props"
 	epOther         = "other"
 )
 
@@ -231,6 +232,8 @@ func (s *Server) lookup(path string) (route, bool) {
 		return route{epDetokenize, fasthttp.MethodPost, true, s.handleDetokenize}, true
 	case "/apply-template":
 		return route{epApplyTemplate, fasthttp.MethodPost, true, s.handleApplyTemplate}, true
+	case "/props":
+		return route{epProps, fasthttp.MethodGet, true, s.handleProps}, true
 	}
 	if strings.HasPrefix(path, "/v1/models/") {
 		return route{epModels, fasthttp.MethodGet, true, s.handleModel}, true
@@ -409,6 +412,46 @@ func (s *Server) handleApplyTemplate(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, struct {
 		Prompt string `json:"prompt"`
 	}{text})
+}
+
+// handleProps is llama-server's GET /props, which llama.cpp's web UI and
+// other clients read for the context size and the model: the per-sequence
+// context, the slots, the chat template and the request defaults (OpenAI's,
+// not llama.cpp's).
+func (s *Server) handleProps(ctx *fasthttp.RequestCtx) {
+	var p Props
+	if pr, ok := s.b.(Propser); ok {
+		p = pr.Props()
+	}
+	type params struct {
+		NPredict    int     `json:"n_predict"`
+		Temperature float64 `json:"temperature"`
+		TopK        int     `json:"top_k"`
+		TopP        float64 `json:"top_p"`
+		MinP        float64 `json:"min_p"`
+		Seed        int     `json:"seed"`
+		Stream      bool    `json:"stream"`
+	}
+	writeJSON(ctx, struct {
+		Defaults struct {
+			NCtx   int    `json:"n_ctx"`
+			Params params `json:"params"`
+		} `json:"default_generation_settings"`
+		TotalSlots   int             `json:"total_slots"`
+		ModelAlias   string          `json:"model_alias"`
+		ModelPath    string          `json:"model_path"`
+		DraftPath    string          `json:"draft_path,omitempty"`
+		ChatTemplate string          `json:"chat_template"`
+		Modalities   map[string]bool `json:"modalities"`
+		BuildInfo    string          `json:"build_info"`
+	}{
+		Defaults: struct {
+			NCtx   int    `json:"n_ctx"`
+			Params params `json:"params"`
+		}{s.b.ContextSize(), params{NPredict: s.cfg.DefaultMaxTokens, Temperature: defaultTemperature, TopP: defaultTopP, Seed: -1}},
+		TotalSlots: p.Slots, ModelAlias: s.b.ModelID(), ModelPath: p.ModelPath, DraftPath: p.DraftPath,
+		ChatTemplate: p.ChatTemplate, Modalities: map[string]bool{"vision": false, "audio": false}, BuildInfo: "specd",
+	})
 }
 
 // handleDetokenize is llama-server's POST /detokenize: {"tokens": [ids]}

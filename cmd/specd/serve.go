@@ -59,7 +59,7 @@ func runServe(args []string, lookup func(string) (string, bool), stdout, stderr 
 		runtime.GOMAXPROCS(n)
 	}
 
-	b := &daemonBackend{id: cfg.ModelAlias}
+	b := &daemonBackend{id: cfg.ModelAlias, props: server.Props{Slots: cfg.Parallel, ModelPath: cfg.Model, DraftPath: cfg.Draft}}
 	srv, err := server.New(cfg.ServerConfig(), b, log)
 	if err != nil {
 		return err
@@ -248,7 +248,17 @@ func loadModel(ctx context.Context, lib *engine.Library, path, role string, log 
 // server answers 503 then, and Submit says ErrClosed to be sure.
 type daemonBackend struct {
 	id     string
+	props  server.Props // without the chat template, known once loaded
 	loaded atomic.Pointer[servedModels]
+}
+
+// Props: server.Propser, for /props.
+func (b *daemonBackend) Props() server.Props {
+	p := b.props
+	if m := b.loaded.Load(); m != nil {
+		p.ChatTemplate = m.template
+	}
+	return p
 }
 
 func (b *daemonBackend) Submit(ctx context.Context, r scheduler.Request) (<-chan scheduler.Event, error) {

@@ -169,6 +169,27 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("/v1/models: %+v", models)
 		}
 	}
+	// /props: the daemon's slots, model and chat template (chatml: the
+	// model has none).
+	req, _ = http.NewRequest(http.MethodGet, base+"/props", nil)
+	req.Header.Set("Authorization", "Bearer sekret")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Error(err)
+	} else {
+		var props struct {
+			TotalSlots   int    `json:"total_slots"`
+			ModelPath    string `json:"model_path"`
+			ChatTemplate string `json:"chat_template"`
+			Defaults     struct {
+				NCtx int `json:"n_ctx"`
+			} `json:"default_generation_settings"`
+		}
+		json.NewDecoder(resp.Body).Decode(&props)
+		resp.Body.Close()
+		if props.TotalSlots != 2 || props.ModelPath != model || props.ChatTemplate != "chatml" || props.Defaults.NCtx < 512 {
+			t.Errorf("/props: %+v", props)
+		}
+	}
 
 	// A long stream in flight when SIGTERM arrives still finishes.
 	body := `{"prompt":"Once upon a time","max_tokens":1000,"temperature":0,"stream":true,"ignore_eos":true}`
