@@ -168,10 +168,8 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		}
 	}
 	if len(bad) > 0 {
-		e := badRequest(bad[0], "unsupported parameter(s): %s (this server does not implement them)",
+		return nil, unsupportedParam(bad[0], "unsupported parameter(s): %s (this server does not implement them)",
 			strings.Join(bad, ", "))
-		e.Code = "unsupported_parameter"
-		return nil, e
 	}
 
 	g := &genRequest{chat: chat, n: 1}
@@ -237,9 +235,7 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		return nil, e
 	}
 	if g.echo && chat {
-		e := badRequest("echo", "'echo' is a completions parameter")
-		e.Code = "unsupported_parameter"
-		return nil, e
+		return nil, unsupportedParam("echo", "'echo' is a completions parameter")
 	}
 	if g.zeroMax && (!g.echo || g.maxTokens > 0) {
 		return nil, invalidValue(g.maxTokensParam, "'%s' must be at least 1 (0 only with echo, to score the prompt)", g.maxTokensParam)
@@ -373,9 +369,7 @@ func (g *genRequest) decodeMessages(m map[string]json.RawMessage) *apiError {
 		}
 		for _, f := range []string{"function_call", "audio"} {
 			if v, ok := msg[f]; ok && !isNull(v) && !emptyArray(v) {
-				e := badRequest(p+"."+f, "'%s.%s' is not supported by this server", p, f)
-				e.Code = "unsupported_parameter"
-				return e
+				return unsupportedParam(p+"."+f, "'%s.%s' is not supported by this server", p, f)
 			}
 		}
 		content, e := messageContent(msg["content"], p+".content")

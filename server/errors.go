@@ -42,6 +42,14 @@ func invalidValue(param, format string, args ...any) *apiError {
 	return e
 }
 
+// unsupportedParam is a 400 for a field this server knows and cannot
+// honour (code unsupported_parameter).
+func unsupportedParam(param, format string, args ...any) *apiError {
+	e := badRequest(param, format, args...)
+	e.Code = "unsupported_parameter"
+	return e
+}
+
 func wrongType(param, want string) *apiError {
 	e := badRequest(param, "'%s' must be %s", param, want)
 	e.Code = "invalid_type"

@@ -160,9 +160,7 @@ func (g *genRequest) decodeGuided(m map[string]json.RawMessage, set *[]string) *
 			}
 			g.grammar = s
 		default: // regex, structural_tag, ...
-			e := badRequest(p, "'%s' is not supported by this server (it takes json, json_object, choice and grammar)", p)
-			e.Code = "unsupported_parameter"
-			return e
+			return unsupportedParam(p, "'%s' is not supported by this server (it takes json, json_object, choice and grammar)", p)
 		}
 	}
 	return nil

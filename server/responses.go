@@ -106,9 +106,7 @@ func responsesToChat(body []byte) ([]byte, *respMeta, *apiError) {
 	}
 	for _, f := range respRefused {
 		if v, ok := m[f.name]; ok && !f.neutral(v) {
-			e := badRequest(f.name, "'%s' is not supported by this server (it stores nothing and serves text)", f.name)
-			e.Code = "unsupported_parameter"
-			return nil, nil, e
+			return nil, nil, unsupportedParam(f.name, "'%s' is not supported by this server (it stores nothing and serves text)", f.name)
 		}
 	}
 	for _, f := range []string{"messages", "n", "response_format", "max_tokens", "max_completion_tokens"} {
@@ -295,9 +293,7 @@ func respInput(r json.RawMessage) ([]any, *apiError) {
 			}
 			msgs = append(msgs, map[string]any{"role": "tool", "tool_call_id": id, "content": text})
 		default:
-			e := badRequest(p+".type", "input item type %q is not supported (use message, function_call or function_call_output)", typ)
-			e.Code = "unsupported_parameter"
-			return nil, e
+			return nil, unsupportedParam(p+".type", "input item type %q is not supported (use message, function_call or function_call_output)", typ)
 		}
 	}
 	return msgs, nil
@@ -335,9 +331,7 @@ func respTextFormat(r json.RawMessage, out map[string]json.RawMessage, meta *res
 		return wrongType("text", `an object like {"format": {"type": "json_schema", ...}}`)
 	}
 	if v, ok := t["verbosity"]; ok && !isNull(v) {
-		e := badRequest("text.verbosity", "'text.verbosity' is not supported by this server")
-		e.Code = "unsupported_parameter"
-		return e
+		return unsupportedParam("text.verbosity", "'text.verbosity' is not supported by this server")
 	}
 	f, ok := t["format"]
 	if !ok || isNull(f) {
@@ -388,9 +382,7 @@ func respTools(m map[string]json.RawMessage, out map[string]json.RawMessage, met
 				return e
 			}
 			if typ != "function" {
-				e := badRequest(p+".type", "tool type %q is not supported (only function)", typ)
-				e.Code = "unsupported_parameter"
-				return e
+				return unsupportedParam(p+".type", "tool type %q is not supported (only function)", typ)
 			}
 			fn := map[string]json.RawMessage{}
 			for _, k := range []string{"name", "description", "parameters"} {
@@ -419,9 +411,7 @@ func respTools(m map[string]json.RawMessage, out map[string]json.RawMessage, met
 			return e
 		}
 		if typ != "function" {
-			e := badRequest("tool_choice.type", "tool_choice type %q is not supported (only function)", typ)
-			e.Code = "unsupported_parameter"
-			return e
+			return unsupportedParam("tool_choice.type", "tool_choice type %q is not supported (only function)", typ)
 		}
 		name, _, e := optString(c, "name")
 		if e != nil {
