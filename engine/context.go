@@ -125,9 +125,35 @@ const (
 )
 
 // KVType is the element type of the KV cache: "f16" (default), "f32",
-// "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl". llama.cpp needs
-// flash attention for a quantized V cache.
+// "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", or "auto"
+// (KVAuto). llama.cpp needs flash attention for a quantized V cache.
 type KVType string
+
+// KVAuto picks the KV type from the model's weights when a context is made:
+// f32 for a model stored in f32, f16 for every other (see AutoKVType).
+const KVAuto KVType = "auto"
+
+// AutoKVType is what KVAuto means for a model whose weights take
+// bytesPerParam bytes per parameter: f32 for f32 weights (≥ 3 bytes), f16
+// otherwise. vLLM's kv_cache_dtype "auto" likewise follows the model's own
+// precision. An f32 model is either tiny, where its KV memory does not
+// matter and f32 attention skips the f16 conversions that dominate a
+// decode (decision 0018), or was stored in f32 on purpose; a 16-bit or
+// quantized model gets llama.cpp's default of f16.
+func AutoKVType(bytesPerParam float64) KVType {
+	if bytesPerParam >= 3 {
+		return "f32"
+	}
+	return "f16"
+}
+
+// Resolve is t with KVAuto replaced by the type AutoKVType picks for m.
+func (t KVType) Resolve(m *Model) KVType {
+	if t != KVAuto {
+		return t
+	}
+	return m.AutoKVType()
+}
 
 var kvTypes = map[KVType]int32{
 	"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30,
@@ -138,9 +164,12 @@ func (t KVType) GGMLType() (int32, error) {
 	if t == "" {
 		return 1, nil
 	}
+	if t == KVAuto {
+		return 0, fmt.Errorf("engine: KV cache type %q is resolved per model (KVType.Resolve)", string(t))
+	}
 	g, ok := kvTypes[t]
 	if !ok {
-		return 0, fmt.Errorf("engine: unknown KV cache type %q (want f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl)", string(t))
+		return 0, fmt.Errorf("engine: unknown KV cache type %q (want auto, f16, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl)", string(t))
 	}
 	return g, nil
 }
@@ -271,6 +300,7 @@ type Context struct {
 	nSeqMax int
 	nOutMax int
 	unified bool
+	typeK   KVType  // resolved: never KVAuto
 	threads int     // of the pool's threads, how many a Decode uses
 	tp      uintptr // the ggml pool attached: pool.ptr, or its solo pool for one thread
 	onPool  bool    // ContextParams.OneThreadOnPool
@@ -305,6 +335,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	if p.Threads == 0 {
 		p.Threads = def.Threads
 	}
+	p.TypeK, p.TypeV = p.TypeK.Resolve(m), p.TypeV.Resolve(m)
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -362,6 +393,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 		nSeqMax: int(llamaNSeqMax(ptr)),
 		nOutMax: p.NOutputsMax,
 		unified: p.UnifiedKV,
+		typeK:   p.TypeK,
 		threads: n,
 		tp:      attached,
 		onPool:  p.OneThreadOnPool,
@@ -423,6 +455,9 @@ func (c *Context) SetThreads(n int) int {
 
 // NCtxSeq is the most positions one sequence can hold.
 func (c *Context) NCtxSeq() int { return c.nCtxSeq }
+
+// KVType is the element type of the context's K cache, KVAuto resolved.
+func (c *Context) KVType() KVType { return c.typeK }
 
 // NSeqMax is the number of sequence ids.
 func (c *Context) NSeqMax() int { return c.nSeqMax }

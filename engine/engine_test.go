@@ -766,7 +766,17 @@ func TestQuantizeQ8(t *testing.T) {
 	if err := q.Vocab().CompatibleWith(m.Vocab()); err != nil {
 		t.Error(err)
 	}
-	c := newCtx(t, q, ContextParams{FlashAttn: FlashAttnOff})
+	// KVAuto follows the weights: f16 for the Q8_0 file, f32 for the f32
+	// original; an explicit type stays.
+	c := newCtx(t, q, ContextParams{FlashAttn: FlashAttnOff, TypeK: KVAuto, TypeV: KVAuto})
+	if c.KVType() != "f16" {
+		t.Errorf("Q8_0 model: auto KV type %q, want f16", c.KVType())
+	}
+	for _, tc := range []struct{ in, want KVType }{{KVAuto, "f32"}, {"f16", "f16"}, {"bf16", "bf16"}} {
+		if got := newCtx(t, m, ContextParams{FlashAttn: FlashAttnOn, TypeK: tc.in, TypeV: tc.in}).KVType(); got != tc.want {
+			t.Errorf("f32 model, KV type %q: context has %q, want %q", tc.in, got, tc.want)
+		}
+	}
 	b := newBatch(t, l, 32)
 	got := pieces(q.Vocab(), greedy(t, c, b, 0, 0, tokenize(t, q.Vocab(), "Once upon a time"), 16))
 	if len(strings.Fields(got)) < 5 {

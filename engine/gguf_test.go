@@ -97,3 +97,23 @@ func TestLoadModelRejectsBadFileCleanly(t *testing.T) {
 		t.Errorf("LoadModel(truncated) err = %v", err)
 	}
 }
+
+func TestAutoKVType(t *testing.T) {
+	for _, tc := range []struct {
+		bpp  float64
+		want KVType
+	}{{4.05, "f32"}, {4, "f32"}, {3, "f32"}, {2.01, "f16"}, {2, "f16"}, {1.0625, "f16"}, {0.56, "f16"}} {
+		if got := AutoKVType(tc.bpp); got != tc.want {
+			t.Errorf("AutoKVType(%v) = %q, want %q", tc.bpp, got, tc.want)
+		}
+	}
+	if _, err := KVAuto.GGMLType(); err == nil || !strings.Contains(err.Error(), "per model") {
+		t.Errorf("GGMLType(auto): err = %v, want one saying it is resolved per model", err)
+	}
+	if _, err := KVType("f12").GGMLType(); err == nil || !strings.Contains(err.Error(), "want auto, f16") {
+		t.Errorf("GGMLType(f12): err = %v", err)
+	}
+	if got := KVType("q8_0").Resolve(nil); got != "q8_0" {
+		t.Errorf("Resolve kept %q, want q8_0", got)
+	}
+}

@@ -236,6 +236,15 @@ func (m *Model) Meta(key string) (string, bool) {
 	return m.meta(key), true
 }
 
+// AutoKVType is the KV type KVAuto resolves to for m (by its bytes per
+// parameter).
+func (m *Model) AutoKVType() KVType {
+	if m.info.NParams == 0 {
+		return "f16"
+	}
+	return AutoKVType(float64(m.info.SizeBytes) / float64(m.info.NParams))
+}
+
 // Info describes the model.
 func (m *Model) Info() ModelInfo { return m.info }
 

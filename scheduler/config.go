@@ -84,7 +84,9 @@ type Config struct {
 	DecodeThreads string
 	// FlashAttn: "off" (default, faster on CPU here), "on", "auto".
 	FlashAttn string
-	// KVType: "f16" (default), "q8_0", "f32".
+	// KVType: "auto" (default: f32 for a model stored in f32, else f16;
+	// engine.AutoKVType), "f16", "f32", "q8_0", ... Each model's context
+	// resolves "auto" for itself.
 	KVType string
 }
 
@@ -131,7 +133,7 @@ func (c *Config) EnsureDefaults() {
 		c.FlashAttn = "off"
 	}
 	if c.KVType == "" {
-		c.KVType = "f16"
+		c.KVType = "auto"
 	}
 }
 

@@ -98,7 +98,7 @@ func defaultConfig() Config {
 		Speculative:      SpecConfig{KMin: 1, KMax: 8, MinGain: scheduler.DefaultSpecMinGain},
 		DecodeThreads:    "auto",
 		FlashAttn:        "off",
-		KVType:           "f16",
+		KVType:           string(engine.KVAuto),
 		Host:             server.DefaultHost,
 		Port:             server.DefaultPort,
 		MaxBodyBytes:     server.DefaultMaxBodyBytes,
@@ -137,7 +137,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.min_gain", "spec-min-gain", "adaptive k speculates only where the measured costs promise more than this fraction above plain decoding's tokens/s (0 = any gain)"},
 	{"speculative.p_min", "draft-p-min", "stop a draft early where the draft model's top token has less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
-	{"kv_type", "kv-type", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ..."},
+	{"kv_type", "kv-type", "KV cache element type: auto (f32 for a model stored in f32, else f16), f16, f32, bf16, q8_0, q4_0, ..."},
 	{"host", "host", "address to listen on"},
 	{"port", "port", "TCP port to listen on"},
 	{"api_keys", "api-key", "accepted bearer token for /v1/* (repeat or comma-separate for several; none = open)"},
@@ -386,7 +386,7 @@ func (c Config) Validate() error {
 	if c.Speculative.Proposer == "draft" && c.Draft == "" {
 		return errors.New("speculative.proposer draft needs a draft model (draft, --draft or SPECD_DRAFT)")
 	}
-	if _, err := engine.KVType(c.KVType).GGMLType(); err != nil {
+	if _, err := engine.KVType(c.KVType).GGMLType(); err != nil && engine.KVType(c.KVType) != engine.KVAuto {
 		return fmt.Errorf("kv_type: %w", err)
 	}
 	switch c.KVLayout {

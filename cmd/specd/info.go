@@ -41,10 +41,10 @@ func runInfo(args []string) error {
 	fs := newFlagSet("info")
 	ctxTokens := fs.Int("ctx", 0, "TOTAL KV cache tokens shared by all sequences, as llama-server's -c (0 = the model's training context)")
 	parallel := fs.Int("parallel", 1, "number of sequences sharing the KV cache (each gets ctx/parallel tokens)")
-	kvType := fs.String("kv-type", "f16", "KV cache element type: f16, f32, bf16, q8_0, q4_0, ...")
+	kvType := fs.String("kv-type", "auto", "KV cache element type: auto (f32 for a model stored in f32, else f16, as specd serve), f16, f32, bf16, q8_0, q4_0, ...")
 	bandwidth := fs.Float64("bandwidth", 0, "memory bandwidth in GB/s for the speed ceiling (0 = measure with a Go copy loop)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: specd info MODEL.gguf [--ctx N] [--parallel N] [--kv-type f16] [--bandwidth GBps]")
+		fmt.Fprintln(fs.Output(), "usage: specd info MODEL.gguf [--ctx N] [--parallel N] [--kv-type auto] [--bandwidth GBps]")
 		fs.PrintDefaults()
 	}
 	pos, err := parsePositionals(fs, args)
@@ -57,13 +57,21 @@ func runInfo(args []string) error {
 	if *ctxTokens < 0 || *parallel < 1 || *bandwidth < 0 {
 		return usageError{"--ctx must be >= 0, --parallel >= 1, --bandwidth >= 0"}
 	}
-	bpe, err := engine.KVType(*kvType).BytesPerElement()
-	if err != nil {
+	if _, err := engine.KVType(*kvType).GGMLType(); err != nil && engine.KVType(*kvType) != engine.KVAuto {
 		return usageError{err.Error()}
 	}
 	g, err := engine.InspectGGUF(pos[0])
 	if err != nil {
 		return err
+	}
+	kv := engine.KVType(*kvType)
+	if kv == engine.KVAuto && g.NParams() > 0 {
+		kv = engine.AutoKVType(float64(g.TensorBytes()) / float64(g.NParams()))
+		*kvType = string(kv) + " (auto)"
+	}
+	bpe, err := kv.BytesPerElement()
+	if err != nil {
+		return usageError{err.Error()}
 	}
 	h, err := hparamsOf(g)
 	if err != nil {

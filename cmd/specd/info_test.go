@@ -43,9 +43,14 @@ func TestInfo(t *testing.T) {
 			t.Errorf("info output lacks %q:\n%s", want, out)
 		}
 	}
-	// KV = 5 layers × 4 KV heads × (8+8) × 4096 cells × 2 bytes = 2.5 MiB.
-	if !strings.Contains(out, "2.50 MiB") {
-		t.Errorf("KV size for 4096 f16 cells should be 2.50 MiB:\n%s", out)
+	// stories260K is stored in f32, so auto means an f32 cache:
+	// KV = 5 layers × 4 KV heads × (8+8) × 4096 cells × 4 bytes = 5 MiB.
+	if !strings.Contains(out, "KV type f32 (auto)") || !strings.Contains(out, "5.00 MiB") {
+		t.Errorf("KV for 4096 auto (f32) cells should be 5.00 MiB:\n%s", out)
+	}
+	out, errs, code = run(t, "info", model, "--ctx", "4096", "--parallel", "4", "--bandwidth", "10", "--kv-type", "f16")
+	if code != 0 || !strings.Contains(out, "KV type f16:") || !strings.Contains(out, "2.50 MiB") {
+		t.Errorf("--kv-type f16: exit %d, KV for 4096 f16 cells should be 2.50 MiB:\n%s%s", code, out, errs)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.gguf")
 	os.WriteFile(bad, []byte("not a model"), 0o644)

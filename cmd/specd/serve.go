@@ -101,7 +101,8 @@ func runServe(args []string, lookup func(string) (string, bool), stdout, stderr 
 	addr := ln.Addr().String()
 	log.Info("ready", "addr", addr, "model", cfg.ModelAlias, "draft", cfg.Draft != "",
 		"proposer", cfg.Speculative.Proposer, "ctx_size", cfg.CtxSize, "parallel", cfg.Parallel,
-		"max_seq_len", m.ctxSize, "threads", cfg.Threads, "go_procs", runtime.GOMAXPROCS(0), "chat_template", m.templateName)
+		"max_seq_len", m.ctxSize, "threads", cfg.Threads, "go_procs", runtime.GOMAXPROCS(0), "chat_template", m.templateName,
+		"kv_type", m.eng.TargetContext().KVType(), "draft_kv_type", draftKVType(m.eng))
 	// The line goes out before /health turns 200, so a script that saw
 	// ready has the line too (up to its own pipe's copying).
 	fmt.Fprintf(stdout, "specd listening on http://%s\n", addr)
@@ -152,6 +153,14 @@ func (m *servedModels) close() {
 	if m.target != nil {
 		m.target.Close()
 	}
+}
+
+// draftKVType is the draft context's KV type for the log ("" without one).
+func draftKVType(e *scheduler.Engine) engine.KVType {
+	if d := e.DraftContext(); d != nil {
+		return d.KVType()
+	}
+	return ""
 }
 
 // fallbackChatTemplate is used when neither the configuration nor the model
