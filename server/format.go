@@ -93,10 +93,10 @@ func (g *genRequest) schemaGrammar(param string, schema json.RawMessage) *apiErr
 }
 
 // decodeGuided reads vLLM's structured-output fields: guided_json,
-// guided_choice, guided_grammar (GBNF, which xgrammar's EBNF mostly is) and
-// the newer structured_outputs object (json, choice, grammar,
-// json_object). Regular expressions and anything else a constraint could
-// be are refused, never ignored.
+// guided_choice, guided_regex (the whole output matches, gbnf.Regex),
+// guided_grammar (GBNF, which xgrammar's EBNF mostly is) and the newer
+// structured_outputs object (json, choice, regex, grammar, json_object).
+// Anything else a constraint could be is refused, never ignored.
 func (g *genRequest) decodeGuided(m map[string]json.RawMessage, set *[]string) *apiError {
 	fields := map[string]json.RawMessage{}
 	param := map[string]string{}
@@ -150,6 +150,16 @@ func (g *genRequest) decodeGuided(m map[string]json.RawMessage, set *[]string) *
 				return invalidValue(p, "%v", err)
 			}
 			g.grammar = text
+		case "regex":
+			var s string
+			if json.Unmarshal(r, &s) != nil {
+				return wrongType(p, "a string (a regular expression)")
+			}
+			text, err := gbnf.Regex(s)
+			if err != nil {
+				return invalidValue(p, "%v", err)
+			}
+			g.grammar = text
 		case "grammar":
 			var s string
 			if json.Unmarshal(r, &s) != nil {
@@ -159,8 +169,8 @@ func (g *genRequest) decodeGuided(m map[string]json.RawMessage, set *[]string) *
 				return invalidValue(p, "%v", err)
 			}
 			g.grammar = s
-		default: // regex, structural_tag, ...
-			return unsupportedParam(p, "'%s' is not supported by this server (it takes json, json_object, choice and grammar)", p)
+		default: // structural_tag, ...
+			return unsupportedParam(p, "'%s' is not supported by this server (it takes json, json_object, choice, regex and grammar)", p)
 		}
 	}
 	return nil

@@ -143,6 +143,28 @@ func TestRealSDKStructuredOutputs(t *testing.T) {
 	if tx := res.Choices[0].Text; tx != "true" && tx != "false" {
 		t.Fatalf("guided_json as a string: %q", tx)
 	}
+	// Regular expressions: vLLM's guided_regex and structured_outputs.regex
+	// (the whole output matches) and JSON Schema's pattern (the string
+	// contains a match).
+	for _, tc := range []struct{ field, re string }{
+		{"guided_regex", ` [A-Z][a-z]+( [a-z]+){1,4}\.`},
+		{"guided_regex", `(yes|no|[0-9]{3}-[0-9]{4})`},
+	} {
+		res = complete(t, c, cp, option.WithJSONSet(tc.field, tc.re))
+		if tx := res.Choices[0].Text; !regexp.MustCompile(`^(?:`+tc.re+`)$`).MatchString(tx) || res.Choices[0].FinishReason != "stop" {
+			t.Fatalf("%s %q: %q (%s)", tc.field, tc.re, tx, res.Choices[0].FinishReason)
+		}
+	}
+	res = complete(t, c, cp, option.WithJSONSet("structured_outputs", map[string]any{"regex": `Once upon a [a-z]+`}))
+	if tx := res.Choices[0].Text; !regexp.MustCompile(`^Once upon a [a-z]+$`).MatchString(tx) {
+		t.Fatalf("structured_outputs.regex: %q", tx)
+	}
+	res = complete(t, c, cp, option.WithJSONSet("guided_json", map[string]any{"type": "object", "required": []string{"code"},
+		"properties": map[string]any{"code": map[string]any{"type": "string", "pattern": `^[A-Z]{2}-[0-9]{2,3}$`}}}))
+	var coded struct{ Code string }
+	if err := json.Unmarshal([]byte(res.Choices[0].Text), &coded); err != nil || !regexp.MustCompile(`^[A-Z]{2}-[0-9]{2,3}$`).MatchString(coded.Code) {
+		t.Fatalf("pattern: %q (%v)", res.Choices[0].Text, err)
+	}
 
 	noGrammarsLeft(t)
 	if st := b.Stats(); st.GrammarTime <= 0 || st.LiveGrammars != 0 {
@@ -167,8 +189,9 @@ func TestRealFormatErrors(t *testing.T) {
 		{"response_format", map[string]any{"type": "xml"}, "response_format", "xml"},
 		{"response_format", "json", "response_format", "must be"},
 		{"response_format", map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{
-			"type": "object", "properties": map[string]any{"zip": map[string]any{"type": "string", "pattern": "^[0-9]{5}$"}}}}},
-			"response_format", `"pattern"`},
+			"type": "object", "properties": map[string]any{"zip": map[string]any{"type": "string", "pattern": "^[0-9]{5}(?=x)"}}}}},
+			"response_format", `lookaround is not supported`},
+		{"guided_regex", `(\d+`, "guided_regex", "missing ')'"},
 		{"json_schema", map[string]any{"type": "nope"}, "json_schema", "nope"},
 	} {
 		_, err := c.Completions.New(ctx, cp, option.WithJSONSet(tc.name.(string), tc.value))

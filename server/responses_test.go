@@ -113,7 +113,7 @@ func TestResponsesRenameErrors(t *testing.T) {
 	for _, tc := range []struct{ in, param string }{
 		{`{"input":"x","max_output_tokens":-1}`, "max_output_tokens"},
 		{`{"input":"x","temperature":9}`, "temperature"},
-		{`{"input":"x","text":{"format":{"type":"json_schema","name":"p","schema":{"type":"object","pattern":"a"}}}}`, "text.format"},
+		{`{"input":"x","text":{"format":{"type":"json_schema","name":"p","schema":{"type":"object","not":{}}}}}`, "text.format"},
 		{`{"input":"x","tools":[{"type":"function","name":"bad name"}]}`, "tools[0].name"},
 	} {
 		body, meta, e := responsesToChat([]byte(tc.in))

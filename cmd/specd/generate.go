@@ -74,6 +74,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	verbose := fs.Bool("verbose", false, "forward llama.cpp's log to stderr")
 	grammarFile := fs.String("grammar", "", "constrain the output to a GBNF grammar (llama.cpp's format, start rule root) read from this file")
 	schemaFile := fs.String("json-schema", "", "constrain the output to JSON valid against the JSON Schema in this file (the subset the server's response_format takes)")
+	regex := fs.String("regex", "", "constrain the whole output to match this regular expression (as the server's guided_regex)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: specd generate --model M.gguf --prompt TEXT [-n N] [flags]")
 		fs.PrintDefaults()
@@ -97,7 +98,7 @@ func runGenerate(args []string, stdout, stderr io.Writer) error {
 	case *threads < 1:
 		return usageError{fmt.Sprintf("--threads %d: must be positive", *threads)}
 	}
-	grammar, err := readGrammar(*grammarFile, *schemaFile)
+	grammar, err := readGrammar(*grammarFile, *schemaFile, *regex)
 	if err != nil {
 		return err
 	}
@@ -259,11 +260,18 @@ func oneLine(err error) error {
 	return errors.New(msg)
 }
 
-// readGrammar is --grammar's file, or the grammar of --json-schema's.
-func readGrammar(grammarFile, schemaFile string) (string, error) {
-	switch {
-	case grammarFile != "" && schemaFile != "":
-		return "", usageError{"give --grammar or --json-schema, not both"}
+// readGrammar is --grammar's file, or the grammar of --json-schema's file
+// or of --regex.
+func readGrammar(grammarFile, schemaFile, regex string) (string, error) {
+	switch n := btoi(grammarFile != "") + btoi(schemaFile != "") + btoi(regex != ""); {
+	case n > 1:
+		return "", usageError{"give one of --grammar, --json-schema and --regex"}
+	case regex != "":
+		g, err := gbnf.Regex(regex)
+		if err != nil {
+			return "", usageError{fmt.Sprintf("--regex: %v", err)}
+		}
+		return g, nil
 	case grammarFile != "":
 		b, err := os.ReadFile(grammarFile)
 		if err != nil {
@@ -285,4 +293,11 @@ func readGrammar(grammarFile, schemaFile string) (string, error) {
 		return g, nil
 	}
 	return "", nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

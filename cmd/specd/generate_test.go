@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -187,7 +188,7 @@ func TestGenerateBadInput(t *testing.T) {
 	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	schema := writeFile(t, dir, "bad-schema.json", `{"type": "string", "pattern": "a+"}`)
+	schema := writeFile(t, dir, "bad-schema.json", `{"type": "string", "not": {}}`)
 	emptyGrammar := writeFile(t, dir, "empty.gbnf", "\n")
 	long := strings.Repeat("the little dog ran to the park and ", 400) // > 2048 tokens, the model's context
 	tests := []struct {
@@ -212,8 +213,10 @@ func TestGenerateBadInput(t *testing.T) {
 		{"bad draft file", []string{"--model", model, "--prompt", "hi", "--draft", notGGUF}, 1, "draft model"},
 		{"bad flash-attn", []string{"--model", model, "--prompt", "hi", "--flash-attn", "sometimes"}, 1, `flash-attn "sometimes"`},
 		{"positional prompt", []string{"--model", model, "hello"}, 2, `unexpected argument "hello"`},
-		{"grammar and schema", []string{"--model", model, "--prompt", "hi", "--grammar", emptyGrammar, "--json-schema", schema}, 2, "not both"},
-		{"unsupported schema", []string{"--model", model, "--prompt", "hi", "--json-schema", schema}, 2, `"pattern"`},
+		{"grammar and schema", []string{"--model", model, "--prompt", "hi", "--grammar", emptyGrammar, "--json-schema", schema}, 2, "one of --grammar, --json-schema and --regex"},
+		{"regex and schema", []string{"--model", model, "--prompt", "hi", "--regex", "a+", "--json-schema", schema}, 2, "one of --grammar"},
+		{"bad regex", []string{"--model", model, "--prompt", "hi", "--regex", `(\w+`}, 2, "--regex: regex: missing ')'"},
+		{"unsupported schema", []string{"--model", model, "--prompt", "hi", "--json-schema", schema}, 2, `"not"`},
 		{"empty grammar", []string{"--model", model, "--prompt", "hi", "--grammar", emptyGrammar}, 2, "empty"},
 		{"missing grammar file", []string{"--model", model, "--prompt", "hi", "--grammar", filepath.Join(dir, "none.gbnf")}, 1, "none.gbnf"},
 	}
@@ -244,6 +247,21 @@ func TestGenerateJSONSchema(t *testing.T) {
 	}
 	if a.FinishReason != "stop" || json.Unmarshal([]byte(a.Text), &v) != nil || v.Title == nil || v.Happy == nil {
 		t.Fatalf("%q (%s) is not a document of the schema", a.Text, a.FinishReason)
+	}
+	if b := generateJSON(t, append(args, "--proposer", "ngram", "--spec-k", "3")...); b.Text != a.Text {
+		t.Fatalf("n-gram speculation: %q, plain %q", b.Text, a.Text)
+	}
+}
+
+// TestGenerateRegex: --regex makes the whole text match, with and without
+// n-gram speculation (the same text).
+func TestGenerateRegex(t *testing.T) {
+	model := testenv.StoriesModel(t)
+	re := ` [A-Z][a-z]+( [a-z]+){2,6}\.`
+	args := []string{"--model", model, "--prompt", "Once upon a time", "-n", "80", "--temperature", "0", "--regex", re}
+	a := generateJSON(t, args...)
+	if a.FinishReason != "stop" || !regexp.MustCompile(`^(?:`+re+`)$`).MatchString(a.Text) {
+		t.Fatalf("%q (%s) does not match %s", a.Text, a.FinishReason, re)
 	}
 	if b := generateJSON(t, append(args, "--proposer", "ngram", "--spec-k", "3")...); b.Text != a.Text {
 		t.Fatalf("n-gram speculation: %q, plain %q", b.Text, a.Text)

@@ -1,7 +1,7 @@
 // Package gbnf writes grammars in llama.cpp's GBNF dialect (the one parsed by
 // src/llama-grammar.cpp) for OpenAI-style structured outputs: JSONObject for
-// response_format {"type":"json_object"} and FromSchema for
-// {"type":"json_schema"}.
+// response_format {"type":"json_object"}, FromSchema for
+// {"type":"json_schema"} and Regex for vLLM's guided_regex.
 //
 // # Grammar shape
 //
@@ -34,6 +34,10 @@
 //     minItems says otherwise; without items, more items may be any value).
 //   - string: minLength, maxLength, format "date", "time", "date-time" and
 //     "uuid" (as llama.cpp writes them); other formats are ignored.
+//     pattern, a regular expression in the dialect of regex.go, with JSON
+//     Schema's meaning: the string's value contains a match (anchor it with
+//     ^ and $ for a whole match); it cannot be combined with minLength,
+//     maxLength or format.
 //   - enum and const of any JSON values, matched in compact spelling (strings
 //     re-encoded, numbers spelled as in the schema); they may be combined with
 //     type, which filters the values.
@@ -46,7 +50,7 @@
 //     examples, strict, $comment, deprecated, readOnly, writeOnly.
 //
 // Everything else is refused with an error naming the keyword and the JSON
-// pointer of the schema holding it: among others pattern, not, if/then/else,
+// pointer of the schema holding it: among others not, if/then/else,
 // patternProperties, propertyNames, dependentRequired, minProperties,
 // uniqueItems, contains, and the numeric bounds minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum and multipleOf (which a grammar cannot

@@ -157,7 +157,8 @@ func TestFromSchema(t *testing.T) {
 
 func TestFromSchemaErrors(t *testing.T) {
 	tests := []struct{ schema, want string }{
-		{`{"properties":{"zip":{"type":"string","pattern":"^[0-9]+$"}}}`, `json_schema: unsupported keyword "pattern" at #/properties/zip`},
+		{`{"properties":{"zip":{"type":"string","pattern":"^[0-9]+(?!x)$"}}}`, `json_schema: pattern "^[0-9]+(?!x)$": regex: lookaround is not supported (at character 8) at #/properties/zip`},
+		{`{"properties":{"zip":{"type":"string","not":{}}}}`, `json_schema: unsupported keyword "not" at #/properties/zip`},
 		{`{"not":{}}`, `json_schema: unsupported keyword "not" at #`},
 		{`{"items":{"if":{}}}`, `unsupported keyword "if" at #/items`},
 		{`{"type":"object","patternProperties":{}}`, `unsupported keyword "patternProperties" at #`},

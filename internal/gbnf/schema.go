@@ -86,7 +86,7 @@ var (
 		"strict", "$comment", "deprecated", "readOnly", "writeOnly")
 	objectWords = set("properties", "required", "additionalProperties")
 	arrayWords  = set("items", "prefixItems", "minItems", "maxItems")
-	stringWords = set("minLength", "maxLength", "format")
+	stringWords = set("minLength", "maxLength", "format", "pattern")
 	combinators = []string{"$ref", "anyOf", "oneOf", "allOf"}
 	knownTypes  = []string{"object", "array", "string", "number", "integer", "boolean", "null"}
 	formats     = map[string]string{"date": "date-string", "time": "time-string", "date-time": "date-time-string", "uuid": "uuid"}
@@ -740,6 +740,21 @@ func (c *converter) count(n *node, word, path string) int {
 // str converts the string keywords of n.
 func (c *converter) str(n *node, path, name string) string {
 	lo, hi := c.count(n, "minLength", path), c.count(n, "maxLength", path)
+	if pt := n.get("pattern"); pt != nil {
+		if pt.kind != 's' {
+			c.fail(path, `"pattern" must be a string`)
+		}
+		for _, k := range []string{"minLength", "maxLength", "format"} {
+			if n.get(k) != nil {
+				c.fail(path, "keyword %q cannot be combined with \"pattern\"", k)
+			}
+		}
+		expr, err := c.g.regex(pt.str, true)
+		if err != nil {
+			c.fail(path, "pattern %q: %v", pt.str, err)
+		}
+		return c.rule(name, `"\"" `+expr+` "\""`)
+	}
 	if f := n.get("format"); f != nil {
 		if f.kind != 's' {
 			c.fail(path, `"format" must be a string`)

@@ -75,7 +75,7 @@ func TestToolCalls(t *testing.T) {
 	if ok, _ := accepts(t, par, strings.Repeat(calls[3]+"\n", MaxParallelCalls)+calls[3]); ok {
 		t.Errorf("more than %d calls accepted", MaxParallelCalls)
 	}
-	if _, err := ToolCalls([]Tool{{Name: "f", Parameters: []byte(`{"type": "string", "pattern": "x"}`)}}, false, false); err == nil || !strings.Contains(err.Error(), "tools[0].function.parameters") || !strings.Contains(err.Error(), "pattern") {
+	if _, err := ToolCalls([]Tool{{Name: "f", Parameters: []byte(`{"type": "string", "not": {"type": "null"}}`)}}, false, false); err == nil || !strings.Contains(err.Error(), "tools[0].function.parameters") || !strings.Contains(err.Error(), `"not"`) {
 		t.Errorf("unsupported keyword: %v", err)
 	}
 	if _, err := ToolCalls(nil, true, false); err == nil {
