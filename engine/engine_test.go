@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"specd/internal/testenv"
 )
@@ -499,11 +500,16 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	c := newCtx(t, m, ContextParams{Threads: 2, FlashAttn: FlashAttnOff})
 	b := newBatch(t, l, 8)
 	pos := int32(0)
-	// The best of three rounds: a per-token allocation shows in every round,
-	// while a one-off runtime allocation (seen once in a full -race suite on
-	// a busy machine: the Go runtime around the native call) does not.
+	// The best of up to ten rounds, 20 ms apart: a per-token allocation
+	// shows in every round, while AllocsPerRun also counts what other
+	// goroutines of the process allocate meanwhile (seen in -race suites:
+	// one allocation per run through three back-to-back rounds, once in a
+	// clean-clone CI run), which passes.
 	allocs := 1e9
-	for round := 0; round < 3 && allocs != 0; round++ {
+	for round := 0; round < 10 && allocs != 0; round++ {
+		if round > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
 		allocs = min(allocs, testing.AllocsPerRun(50, func() {
 			b.Reset()
 			b.Add(5, pos, 0, true)
