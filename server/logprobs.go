@@ -39,22 +39,9 @@ func appendLogprob(dst []byte, lp float32) []byte {
 func (r *run) appendLogprobs(dst []byte, lps []scheduler.Logprob, offset *int) []byte {
 	piece := r.s.b.TokenPiece
 	if r.g.chat {
-		dst = append(dst, `{"content":[`...)
-		for i, lp := range lps {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendChatLogprob(dst, piece(lp.Token), lp.Logprob)
-			dst = append(dst[:len(dst)-1], `,"top_logprobs":[`...)
-			for j, t := range lp.Top {
-				if j > 0 {
-					dst = append(dst, ',')
-				}
-				dst = appendChatLogprob(dst, piece(t.Token), t.Logprob)
-			}
-			dst = append(dst, "]}"...)
-		}
-		return append(dst, `],"refusal":null}`...)
+		dst = append(dst, `{"content":`...)
+		dst = r.appendChatContent(dst, lps)
+		return append(dst, `,"refusal":null}`...)
 	}
 	dst = append(dst, `{"tokens":[`...)
 	for i, lp := range lps {
@@ -113,6 +100,28 @@ func (r *run) appendLogprobs(dst []byte, lps []scheduler.Logprob, offset *int) [
 		*offset += utf8.RuneCountInString(piece(lp.Token))
 	}
 	return append(dst, "]}"...)
+}
+
+// appendChatContent appends chat's logprobs.content array for lps (also
+// the Responses API's output_text logprobs).
+func (r *run) appendChatContent(dst []byte, lps []scheduler.Logprob) []byte {
+	piece := r.s.b.TokenPiece
+	dst = append(dst, '[')
+	for i, lp := range lps {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendChatLogprob(dst, piece(lp.Token), lp.Logprob)
+		dst = append(dst[:len(dst)-1], `,"top_logprobs":[`...)
+		for j, t := range lp.Top {
+			if j > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendChatLogprob(dst, piece(t.Token), t.Logprob)
+		}
+		dst = append(dst, "]}"...)
+	}
+	return append(dst, ']')
 }
 
 // appendChatLogprob appends {"token":...,"logprob":...,"bytes":[...]}.

@@ -521,14 +521,15 @@ var noLogprobs = json.RawMessage(`[]`)
 // (chat's logprobs.content entries: token, logprob, bytes, top_logprobs);
 // [] unless the request asked for them.
 func (r *run) logprobEntries(lps []scheduler.Logprob) json.RawMessage {
+	return r.appendLogprobEntries(nil, lps)
+}
+
+// appendLogprobEntries appends what logprobEntries returns.
+func (r *run) appendLogprobEntries(dst []byte, lps []scheduler.Logprob) []byte {
 	if !r.g.logprobs || len(lps) == 0 {
-		return noLogprobs
+		return append(dst, noLogprobs...)
 	}
-	var chat struct{ Content json.RawMessage }
-	if err := json.Unmarshal(r.appendLogprobs(nil, lps, new(int)), &chat); err != nil {
-		panic(err)
-	}
-	return chat.Content
+	return r.appendChatContent(dst, lps)
 }
 
 type respMessage struct {
@@ -651,6 +652,7 @@ func (r *run) streamResponse(w *bufio.Writer) {
 		return
 	}
 	msgID := newItemID("msg_")
+	var delta []byte
 	var full, hold strings.Builder
 	var holdLP []scheduler.Logprob
 	opened, plain := false, len(r.g.tools) == 0
@@ -667,8 +669,20 @@ func (r *run) streamResponse(w *bufio.Writer) {
 		}
 		full.WriteString(text)
 		r.choices[0].lps = append(r.choices[0].lps, lps...)
-		emit("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0,
-			"delta": text, "logprobs": r.logprobEntries(lps)})
+		// The one event per delta, written by hand into a reused buffer
+		// (the others go through emit).
+		delta = append(delta[:0], `{"type":"response.output_text.delta","sequence_number":`...)
+		delta = strconv.AppendInt(delta, int64(seq), 10)
+		seq++
+		delta = append(delta, `,"item_id":`...)
+		delta = appendJSONString(delta, msgID)
+		delta = append(delta, `,"output_index":0,"content_index":0,"delta":`...)
+		delta = appendJSONString(delta, text)
+		delta = append(delta, `,"logprobs":`...)
+		delta = r.appendLogprobEntries(delta, lps)
+		delta = append(delta, "}\n\n"...)
+		_, _ = w.WriteString("event: response.output_text.delta\ndata: ")
+		_, _ = w.Write(delta)
 	}
 	// deliver sends text as it comes or, with StreamInterval N > 1, once it
 	// spans N tokens (the first delta and the last go out at once).
