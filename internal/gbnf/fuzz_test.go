@@ -16,6 +16,7 @@ func FuzzFromSchema(f *testing.F) {
 		`{"$defs":{"n":{"type":"object","properties":{"next":{"$ref":"#/$defs/n"}}}},"$ref":"#/$defs/n"}`,
 		`{"type":"array","prefixItems":[{"const":1}],"minItems":1,"maxItems":4}`, `{"type":"string","format":"date-time"}`,
 		`{"type":"object","additionalProperties":{"type":"number"}}`, `{"$ref":"#"}`, `{"properties":{"x\"y":{}}}`,
+		`{"type":"object","properties":{"zip":{"type":"string","pattern":"^[0-9]{5}(-[0-9]{4})?$"}}}`, `{"pattern":"a|b$"}`,
 	} {
 		f.Add([]byte(s))
 	}

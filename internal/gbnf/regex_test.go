@@ -3,10 +3,12 @@ package gbnf
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // regexCases are patterns in the dialect Regex takes that Go's regexp
@@ -176,6 +178,8 @@ func FuzzRegex(f *testing.F) {
 	}
 	v, _ := storiesVocab(f)
 	f.Fuzz(func(t *testing.T, p string) {
+		watchdog := time.AfterFunc(5*time.Second, func() { panic(fmt.Sprintf("pattern %q: still converting after 5 s", p)) })
+		defer watchdog.Stop()
 		text, err := Regex(p)
 		if err != nil {
 			return
