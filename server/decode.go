@@ -142,6 +142,21 @@ var unsupported = []struct {
 	{"n_probs", numIs(0)},
 	{"dry_multiplier", numIs(0)},
 	{"xtc_probability", numIs(0)},
+	// vLLM's sampling parameters with an effect we do not implement
+	// (repetition_penalty is implemented: decodeSampling).
+	{"min_tokens", numIs(0)},
+	{"stop_token_ids", emptyArray},
+	{"include_stop_str_in_output", rawIs(`false`)},
+	{"skip_special_tokens", rawIs(`true`)},
+	{"spaces_between_special_tokens", rawIs(`true`)},
+	{"use_beam_search", rawIs(`false`)},
+	{"length_penalty", numIs(1)},
+	{"prompt_logprobs", isNull},
+	{"truncate_prompt_tokens", isNull},
+	{"bad_words", emptyArray},
+	{"allowed_token_ids", emptyArray},
+	{"logits_processors", emptyArray},
+	{"guided_whitespace_pattern", isNull},
 }
 
 // decode parses and validates a request body. Fields it does not know are
@@ -515,6 +530,19 @@ func (g *genRequest) decodeSampling(m map[string]json.RawMessage) *apiError {
 			return invalidValue(rg.name, "'%s' must be in %s%g, %g], got %g", rg.name, lb, rg.lo, rg.hi, v)
 		}
 		*rg.dst = float32(v)
+	}
+	// vLLM's repetition_penalty is llama.cpp's repeat_penalty over the whole
+	// prompt and output (unless repeat_last_n says otherwise).
+	if v, ok, e := optFloat(m, "repetition_penalty"); e != nil {
+		return e
+	} else if ok {
+		if r, both := m["repeat_penalty"]; both && !isNull(r) {
+			return badRequest("repetition_penalty", "set repeat_penalty (llama.cpp's) or repetition_penalty (vLLM's), not both")
+		}
+		if v <= 0 || v > specdec.MaxRepeatPenalty {
+			return invalidValue("repetition_penalty", "'repetition_penalty' must be in (0, %d], got %g", specdec.MaxRepeatPenalty, v)
+		}
+		g.sampling.RepeatPenalty, g.sampling.RepeatLastN = float32(v), -1
 	}
 	if n, ok, e := optInt(m, "repeat_last_n"); e != nil {
 		return e

@@ -30,12 +30,12 @@
 //   - model: absent or "" means the served model (llama.cpp clients omit it);
 //     any other name than Backend.ModelID is 404 model_not_found, as OpenAI.
 //   - Unknown fields are ignored (as OpenAI). Known fields this server cannot
-//     honour (logprobs, top_logprobs, tools, tool_choice, functions,
-//     response_format other than text, logit_bias, presence/frequency
-//     penalties, echo, best_of > 1, suffix, audio, llama.cpp's grammar,
-//     json_schema, repeat_penalty, mirostat, ...) are refused with a 400
-//     naming them (code unsupported_parameter) unless set to their neutral
-//     value (null, false, 0, 1, [], {}): never silently ignored.
+//     honour (legacy functions, best_of > 1, suffix, audio, llama.cpp's
+//     mirostat and typical_p, vLLM's min_tokens, stop_token_ids,
+//     use_beam_search, prompt_logprobs, ...; the list is unsupported in
+//     decode.go) are refused with a 400 naming them (code
+//     unsupported_parameter) unless set to their neutral value (null,
+//     false, 0, 1, [], {}): never silently ignored.
 //   - Ignored on purpose: user, metadata, store, service_tier,
 //     prompt_cache_key, safety_identifier, parallel_tool_calls,
 //     stream_options.include_obfuscation.

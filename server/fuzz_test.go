@@ -25,6 +25,7 @@ func FuzzDecode(f *testing.F) {
 		`{"prompt":"a","structured_outputs":{"choice":["a"],"grammar":"root ::= \"a\"","json_object":true}}`,
 		`{"prompt":"a","json_schema":{"type":"object","properties":{"a":{"enum":[1,"x"]}},"required":["a"]}}`,
 		`{"prompt":"a","response_format":{"type":"json_object","schema":{"type":"array","items":{"$ref":"#"}}}}`,
+		`{"prompt":"a","repetition_penalty":1.2,"min_tokens":0,"stop_token_ids":[],"skip_special_tokens":true}`,
 		`{"prompt":"a","guided_regex":"^[A-Z][a-z]+( [a-z]+){1,4}\\.$"}`,
 		`{"prompt":"a","structured_outputs":{"regex":"(yes|no|\\d{3})"},"json_schema":{"type":"string","pattern":"x+"}}`,
 	} {

@@ -79,6 +79,57 @@ func TestDefaultMaxTokensFake(t *testing.T) {
 	}
 }
 
+// TestVLLMSamplingFake: vLLM's repetition_penalty is repeat_penalty over
+// the whole context, its other sampling parameters pass at their neutral
+// values and are refused at any other.
+func TestVLLMSamplingFake(t *testing.T) {
+	f := newFake()
+	_, url := startServer(t, Config{}, f)
+	for _, tc := range []struct {
+		body    string
+		penalty float32
+		lastN   int
+	}{
+		{`{"prompt":"x","max_tokens":2,"repetition_penalty":1.3}`, 1.3, -1},
+		{`{"prompt":"x","max_tokens":2,"repetition_penalty":1.3,"repeat_last_n":32}`, 1.3, 32},
+		{`{"prompt":"x","max_tokens":2,"repeat_penalty":1.2}`, 1.2, 64},
+		{`{"prompt":"x","max_tokens":2,"min_tokens":0,"stop_token_ids":[],"skip_special_tokens":true,"include_stop_str_in_output":false,
+			"spaces_between_special_tokens":true,"use_beam_search":false,"length_penalty":1,"prompt_logprobs":null,"bad_words":[],
+			"allowed_token_ids":null,"guided_decoding_backend":"xgrammar"}`, 1, 64},
+	} {
+		before := len(f.requests())
+		if res := do(t, "POST", url+"/v1/completions", tc.body); res.status != 200 {
+			t.Fatalf("%s: %d %s", tc.body, res.status, res.body)
+		}
+		reqs := f.requests()
+		if len(reqs) != before+1 {
+			t.Fatalf("%s: %d requests reached the backend", tc.body, len(reqs)-before)
+		}
+		if q := reqs[len(reqs)-1].req.Sampling; q.RepeatPenalty != tc.penalty || q.RepeatLastN != tc.lastN {
+			t.Errorf("%s: repeat penalty %v over %d, want %v over %d", tc.body, q.RepeatPenalty, q.RepeatLastN, tc.penalty, tc.lastN)
+		}
+	}
+	for _, tc := range []struct{ body, param, code string }{
+		{`{"prompt":"x","repetition_penalty":0}`, "repetition_penalty", "invalid_value"},
+		{`{"prompt":"x","repetition_penalty":11}`, "repetition_penalty", "invalid_value"},
+		{`{"prompt":"x","repetition_penalty":"high"}`, "repetition_penalty", "invalid_type"},
+		{`{"prompt":"x","repetition_penalty":1.1,"repeat_penalty":1.1}`, "repetition_penalty", ""},
+		{`{"prompt":"x","min_tokens":5}`, "min_tokens", "unsupported_parameter"},
+		{`{"prompt":"x","stop_token_ids":[2]}`, "stop_token_ids", "unsupported_parameter"},
+		{`{"prompt":"x","include_stop_str_in_output":true}`, "include_stop_str_in_output", "unsupported_parameter"},
+		{`{"prompt":"x","skip_special_tokens":false}`, "skip_special_tokens", "unsupported_parameter"},
+		{`{"prompt":"x","use_beam_search":true}`, "use_beam_search", "unsupported_parameter"},
+		{`{"prompt":"x","prompt_logprobs":1}`, "prompt_logprobs", "unsupported_parameter"},
+		{`{"prompt":"x","allowed_token_ids":[5,6]}`, "allowed_token_ids", "unsupported_parameter"},
+	} {
+		res := do(t, "POST", url+"/v1/completions", tc.body)
+		e := parseError(t, res.body).Error
+		if res.status != 400 || e.Param == nil || *e.Param != tc.param || (tc.code != "" && (e.Code == nil || *e.Code != tc.code)) {
+			t.Errorf("%s: %d %s, want a 400 for %s (%s)", tc.body, res.status, res.body, tc.param, tc.code)
+		}
+	}
+}
+
 // TestRequestMappingFake checks what reaches the scheduler: sampling,
 // stop, seeds of n choices, prediction without BOS, speculative.
 func TestRequestMappingFake(t *testing.T) {
