@@ -48,7 +48,11 @@ type Request struct {
 	MaxTokens int // > 0
 	Sampling  Sampling
 	Stop      []string // stop strings: never emitted, not part of the output
-	IgnoreEOS bool
+	// StopTokens end the choice when one is generated, even with
+	// IgnoreEOS (vLLM's stop_token_ids); the token and its text are part
+	// of the output (a control token has no text).
+	StopTokens []int32
+	IgnoreEOS  bool
 	// NoPrefixCache: do not reuse cached KV for this prompt (llama.cpp's
 	// cache_prompt: false); its own blocks are still cached for later ones.
 	NoPrefixCache bool
@@ -171,3 +175,6 @@ type Stats struct {
 type Submitter interface {
 	Submit(ctx context.Context, r Request) (<-chan Event, error)
 }
+
+// MaxStopTokens bounds Request.StopTokens (checked per generated token).
+const MaxStopTokens = 256

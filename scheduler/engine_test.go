@@ -710,3 +710,29 @@ func TestRealDraftGraphReuse(t *testing.T) {
 		t.Errorf("%d of %d draft decodes built a compute graph, want at most 6", built, s.Decodes[1])
 	}
 }
+
+// TestRealStopTokens: a stop token ends the output just after its first
+// occurrence, also with ignore_eos, and speculation keeps that output.
+func TestRealStopTokens(t *testing.T) {
+	_, st, hv := realModels(t)
+	plain := realRequests(t, hv.Vocab(), 8)
+	for i := range plain {
+		plain[i].MaxTokens, plain[i].IgnoreEOS = 64, true
+	}
+	full := realAlone(t, hv, plain)
+	reqs := make([]Request, len(plain))
+	want := make([][]int32, len(plain))
+	for i, r := range plain {
+		stop := full[i][30+i%20]
+		cut := slices.Index(full[i], stop) + 1
+		r.StopTokens = []int32{stop}
+		reqs[i], want[i] = r, full[i][:cut]
+	}
+	got := realAlone(t, hv, reqs)
+	for i := range got {
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("request %d, stop token %d: %v, want %v", i, reqs[i].StopTokens[0], got[i], want[i])
+		}
+	}
+	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
+}

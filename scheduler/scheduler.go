@@ -294,6 +294,14 @@ func (s *Scheduler) validate(r *Request) error {
 	if r.Speculative.K < 0 || r.Speculative.K > s.cfg.KMax {
 		return fmt.Errorf("%w: speculative.k %d: must be in 0..%d", ErrBadRequest, r.Speculative.K, s.cfg.KMax)
 	}
+	if len(r.StopTokens) > MaxStopTokens {
+		return fmt.Errorf("%w: %d stop tokens, at most %d", ErrBadRequest, len(r.StopTokens), MaxStopTokens)
+	}
+	for _, t := range r.StopTokens {
+		if t < 0 || int(t) >= s.nVocab {
+			return fmt.Errorf("%w: stop token %d: tokens must be in 0..%d", ErrBadRequest, t, s.nVocab-1)
+		}
+	}
 	for t, b := range r.LogitBias {
 		if t < 0 || int(t) >= s.nVocab || !(b >= -specdec.MaxLogitBias && b <= specdec.MaxLogitBias) {
 			return fmt.Errorf("%w: logit_bias %d: %v: tokens must be in 0..%d, biases in -%d..%d", ErrBadRequest, t, b, s.nVocab-1, specdec.MaxLogitBias, specdec.MaxLogitBias)

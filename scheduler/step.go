@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"specd/specdec"
@@ -920,7 +921,7 @@ func (s *Scheduler) appendTokens(q *seq, toks []int32, rows [][]float32) {
 		}
 		text, stopped := q.out.push(s.vocab.AppendPiece(piece[:0], t, false))
 		ev.Text += text
-		if stopped {
+		if stopped || slices.Contains(q.req.StopTokens, t) {
 			reason = "stop"
 			break
 		}

@@ -31,9 +31,11 @@ type genRequest struct {
 	sampling  scheduler.Sampling
 	seedGiven bool
 	stop      []string
-	n         int
-	ignoreEOS bool
-	noCache   bool // cache_prompt: false
+	// stopTokens: vLLM's stop_token_ids.
+	stopTokens []int32
+	n          int
+	ignoreEOS  bool
+	noCache    bool // cache_prompt: false
 
 	stream       bool
 	includeUsage bool
@@ -145,7 +147,6 @@ var unsupported = []struct {
 	// vLLM's sampling parameters with an effect we do not implement
 	// (repetition_penalty is implemented: decodeSampling).
 	{"min_tokens", numIs(0)},
-	{"stop_token_ids", emptyArray},
 	{"include_stop_str_in_output", rawIs(`false`)},
 	{"skip_special_tokens", rawIs(`true`)},
 	{"spaces_between_special_tokens", rawIs(`true`)},
@@ -206,6 +207,9 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		return nil, e
 	}
 	if e = g.decodeSampling(m); e != nil {
+		return nil, e
+	}
+	if e = g.decodeStopTokens(m, lim); e != nil {
 		return nil, e
 	}
 	if e = g.decodeStop(m); e != nil {
@@ -594,6 +598,27 @@ func (g *genRequest) decodeStop(m map[string]json.RawMessage) *apiError {
 	for _, s := range g.stop {
 		if s == "" {
 			return invalidValue("stop", "stop sequences must not be empty")
+		}
+	}
+	return nil
+}
+
+// decodeStopTokens reads vLLM's stop_token_ids: token ids that end the
+// choice when generated.
+func (g *genRequest) decodeStopTokens(m map[string]json.RawMessage, lim limits) *apiError {
+	r, ok := m["stop_token_ids"]
+	if !ok || isNull(r) {
+		return nil
+	}
+	if json.Unmarshal(r, &g.stopTokens) != nil {
+		return wrongType("stop_token_ids", "an array of token ids")
+	}
+	if len(g.stopTokens) > scheduler.MaxStopTokens {
+		return invalidValue("stop_token_ids", "at most %d stop tokens, got %d", scheduler.MaxStopTokens, len(g.stopTokens))
+	}
+	for _, t := range g.stopTokens {
+		if t < 0 || int(t) >= lim.vocab {
+			return invalidValue("stop_token_ids", "stop token %d is not a token id in [0, %d)", t, lim.vocab)
 		}
 	}
 	return nil

@@ -252,6 +252,7 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				MaxTokens:     maxTok,
 				Sampling:      g.sampling,
 				Stop:          g.stop,
+				StopTokens:    g.stopTokens,
 				IgnoreEOS:     g.ignoreEOS,
 				NoPrefixCache: g.noCache,
 				Speculative:   g.speculative,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -109,13 +110,23 @@ func TestVLLMSamplingFake(t *testing.T) {
 			t.Errorf("%s: repeat penalty %v over %d, want %v over %d", tc.body, q.RepeatPenalty, q.RepeatLastN, tc.penalty, tc.lastN)
 		}
 	}
+	// stop_token_ids reach the scheduler.
+	if res := do(t, "POST", url+"/v1/completions", `{"prompt":"x","max_tokens":2,"stop_token_ids":[7,2]}`); res.status != 200 {
+		t.Fatalf("stop_token_ids: %d %s", res.status, res.body)
+	}
+	if reqs := f.requests(); !slices.Equal(reqs[len(reqs)-1].req.StopTokens, []int32{7, 2}) {
+		t.Errorf("stop tokens %v, want [7 2]", reqs[len(reqs)-1].req.StopTokens)
+	}
 	for _, tc := range []struct{ body, param, code string }{
 		{`{"prompt":"x","repetition_penalty":0}`, "repetition_penalty", "invalid_value"},
 		{`{"prompt":"x","repetition_penalty":11}`, "repetition_penalty", "invalid_value"},
 		{`{"prompt":"x","repetition_penalty":"high"}`, "repetition_penalty", "invalid_type"},
 		{`{"prompt":"x","repetition_penalty":1.1,"repeat_penalty":1.1}`, "repetition_penalty", ""},
 		{`{"prompt":"x","min_tokens":5}`, "min_tokens", "unsupported_parameter"},
-		{`{"prompt":"x","stop_token_ids":[2]}`, "stop_token_ids", "unsupported_parameter"},
+		{`{"prompt":"x","stop_token_ids":[-1]}`, "stop_token_ids", "invalid_value"},
+		{`{"prompt":"x","stop_token_ids":[1000000]}`, "stop_token_ids", "invalid_value"},
+		{`{"prompt":"x","stop_token_ids":"2"}`, "stop_token_ids", "invalid_type"},
+		{`{"prompt":"x","stop_token_ids":[` + strings.Repeat("2,", 256) + `2]}`, "stop_token_ids", "invalid_value"},
 		{`{"prompt":"x","include_stop_str_in_output":true}`, "include_stop_str_in_output", "unsupported_parameter"},
 		{`{"prompt":"x","skip_special_tokens":false}`, "skip_special_tokens", "unsupported_parameter"},
 		{`{"prompt":"x","use_beam_search":true}`, "use_beam_search", "unsupported_parameter"},

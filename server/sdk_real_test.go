@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,19 @@ func TestRealSDKSeedStopPrediction(t *testing.T) {
 	got := complete(t, c, sp, option.WithJSONSet("ignore_eos", true)).Choices[0]
 	if got.Text != want || got.FinishReason != openai.CompletionChoiceFinishReasonStop {
 		t.Fatalf("stop %q: got %q (%s), want %q", stop, got.Text, got.FinishReason, want)
+	}
+
+	// vLLM's stop_token_ids: the text ends with the first occurrence of
+	// the token, which it keeps; finish "stop", also with ignore_eos.
+	all, err := b.Tokenize(greedy, false)
+	if err != nil || len(all) < 12 {
+		t.Fatalf("tokenize %q: %v %v", greedy, all, err)
+	}
+	stopTok := all[10]
+	cut := slices.Index(all, stopTok) + 1
+	got = complete(t, c, p, option.WithJSONSet("ignore_eos", true), option.WithJSONSet("stop_token_ids", []int32{stopTok})).Choices[0]
+	if want, _ := b.Tokenize(got.Text, false); !slices.Equal(want, all[:cut]) || got.FinishReason != openai.CompletionChoiceFinishReasonStop {
+		t.Fatalf("stop token %d: got %q (%s), want the first %d tokens of %q", stopTok, got.Text, got.FinishReason, cut, greedy)
 	}
 
 	// Predicted Outputs: the same text, with drafts accepted when the
