@@ -52,7 +52,12 @@ type Request struct {
 	// IgnoreEOS (vLLM's stop_token_ids); the token and its text are part
 	// of the output (a control token has no text).
 	StopTokens []int32
-	IgnoreEOS  bool
+	// MinTokens (vLLM's min_tokens): until this many tokens are generated,
+	// end-of-generation tokens (unless IgnoreEOS) and StopTokens cannot be
+	// chosen. At most MaxTokens; not with a Grammar, whose end may allow
+	// nothing else.
+	MinTokens int
+	IgnoreEOS bool
 	// NoPrefixCache: do not reuse cached KV for this prompt (llama.cpp's
 	// cache_prompt: false); its own blocks are still cached for later ones.
 	NoPrefixCache bool

@@ -736,3 +736,47 @@ func TestRealStopTokens(t *testing.T) {
 	}
 	speculativeMatches(t, st, hv, reqs, want, "draft", "ngram", "prediction")
 }
+
+// TestRealMinTokens: with min_tokens an answer that ended early goes on
+// past its end-of-generation token (the same tokens before it), and
+// speculation keeps that output. A logit_bias on the end-of-sequence token
+// makes answers end early (neither model ends a greedy story in 400
+// tokens); min_tokens's ban outweighs any bias.
+func TestRealMinTokens(t *testing.T) {
+	_, st, hv := realModels(t)
+	plain := realRequests(t, hv.Vocab(), 16)
+	for i := range plain {
+		plain[i].MaxTokens, plain[i].IgnoreEOS = 96, false
+		plain[i].LogitBias = map[int32]float32{hv.Vocab().EOS(): 8 + 2*float32(i%8)}
+	}
+	natural := realAlone(t, hv, plain)
+	var reqs []Request
+	var ends, from []int
+	for i, out := range natural {
+		if n := len(out); n < 80 && hv.Vocab().IsEOG(out[n-1]) {
+			r := plain[i]
+			r.MinTokens = n + 8
+			reqs, ends, from = append(reqs, r), append(ends, n), append(from, i)
+		}
+	}
+	if len(reqs) < 2 {
+		for _, out := range natural {
+			t.Logf("%d tokens, last %d", len(out), out[len(out)-1])
+		}
+		t.Fatalf("only %d of %d answers end early; the test needs two", len(reqs), len(plain))
+	}
+	got := realAlone(t, hv, reqs)
+	for i, out := range got {
+		n := ends[i]
+		if len(out) < reqs[i].MinTokens || !slices.Equal(out[:n-1], natural[from[i]][:n-1]) {
+			t.Errorf("min_tokens %d: %d tokens %v; natural %d tokens", reqs[i].MinTokens, len(out), out, n)
+		}
+		for j, tok := range out[:reqs[i].MinTokens] {
+			if hv.Vocab().IsEOG(tok) {
+				t.Errorf("min_tokens %d: end-of-generation token at %d", reqs[i].MinTokens, j)
+			}
+		}
+	}
+	t.Logf("%d answers lengthened from %v tokens", len(reqs), ends)
+	speculativeMatches(t, st, hv, reqs, got, "draft", "ngram", "prediction")
+}

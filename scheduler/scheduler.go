@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type Scheduler struct {
 	draftRows     uint64 // draft tokens decoded since the last stats update
 	chooser       specdec.BatchChooser
 	ws            *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)
+	eog           []int32            // the vocabulary's end-of-generation tokens, found at the first min_tokens (loop goroutine only)
 	bseqs         []specdec.BatchSeq
 	// Scratch: the target decode's rows per sequence in slot order, and
 	// its ubatches (decodeTarget).
@@ -294,6 +296,9 @@ func (s *Scheduler) validate(r *Request) error {
 	if r.Speculative.K < 0 || r.Speculative.K > s.cfg.KMax {
 		return fmt.Errorf("%w: speculative.k %d: must be in 0..%d", ErrBadRequest, r.Speculative.K, s.cfg.KMax)
 	}
+	if r.MinTokens < 0 || r.MinTokens > r.MaxTokens || (r.MinTokens > 0 && r.Grammar != "") {
+		return fmt.Errorf("%w: min_tokens %d: must be in 0..max_tokens (%d), and 0 under structured outputs", ErrBadRequest, r.MinTokens, r.MaxTokens)
+	}
 	if len(r.StopTokens) > MaxStopTokens {
 		return fmt.Errorf("%w: %d stop tokens, at most %d", ErrBadRequest, len(r.StopTokens), MaxStopTokens)
 	}
@@ -408,7 +413,27 @@ func (s *Scheduler) accept(q *seq) {
 		}
 		q.adjust = q.adjust.WithRepeat(r.RepeatPenalty, lastN, q.req.Prompt)
 	}
+	if q.req.MinTokens > 0 {
+		ban := q.req.StopTokens
+		if !q.req.IgnoreEOS {
+			ban = append(slices.Clip(ban), s.eogTokens()...)
+		}
+		q.adjust = q.adjust.WithMinTokens(q.req.MinTokens, ban)
+	}
 	s.waiting = append(s.waiting, q)
+}
+
+// eogTokens lists the vocabulary's end-of-generation tokens (once).
+func (s *Scheduler) eogTokens() []int32 {
+	if s.eog == nil {
+		s.eog = []int32{}
+		for t := range int32(s.nVocab) {
+			if s.vocab.IsEOG(t) {
+				s.eog = append(s.eog, t)
+			}
+		}
+	}
+	return s.eog
 }
 
 func (s *Scheduler) drainInbox() {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -31,8 +32,9 @@ type genRequest struct {
 	sampling  scheduler.Sampling
 	seedGiven bool
 	stop      []string
-	// stopTokens: vLLM's stop_token_ids.
+	// stopTokens: vLLM's stop_token_ids; minTokens its min_tokens.
 	stopTokens []int32
+	minTokens  int
 	n          int
 	ignoreEOS  bool
 	noCache    bool // cache_prompt: false
@@ -146,7 +148,6 @@ var unsupported = []struct {
 	{"xtc_probability", numIs(0)},
 	// vLLM's sampling parameters with an effect we do not implement
 	// (repetition_penalty is implemented: decodeSampling).
-	{"min_tokens", numIs(0)},
 	{"include_stop_str_in_output", rawIs(`false`)},
 	{"skip_special_tokens", rawIs(`true`)},
 	{"spaces_between_special_tokens", rawIs(`true`)},
@@ -255,6 +256,17 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 	}
 	if g.echo && chat {
 		return nil, unsupportedParam("echo", "'echo' is a completions parameter")
+	}
+	if n, ok, e := optInt(m, "min_tokens"); e != nil {
+		return nil, e
+	} else if ok {
+		switch {
+		case n < 0 || (g.maxTokens > 0 && n > int64(g.maxTokens)):
+			return nil, invalidValue("min_tokens", "'min_tokens' must be in 0..%s, got %d", cmp.Or(g.maxTokensParam, "max_tokens"), n)
+		case n > 0 && g.grammar != "":
+			return nil, unsupportedParam("min_tokens", "'min_tokens' cannot be combined with structured outputs or tools (a finished document may allow only its end)")
+		}
+		g.minTokens = int(n)
 	}
 	if g.zeroMax && (!g.echo || g.maxTokens > 0) {
 		return nil, invalidValue(g.maxTokensParam, "'%s' must be at least 1 (0 only with echo, to score the prompt)", g.maxTokensParam)

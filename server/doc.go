@@ -31,7 +31,7 @@
 //     any other name than Backend.ModelID is 404 model_not_found, as OpenAI.
 //   - Unknown fields are ignored (as OpenAI). Known fields this server cannot
 //     honour (legacy functions, best_of > 1, suffix, audio, llama.cpp's
-//     mirostat and typical_p, vLLM's min_tokens, use_beam_search,
+//     mirostat and typical_p, vLLM's use_beam_search,
 //     prompt_logprobs, ...; the list is unsupported in
 //     decode.go) are refused with a 400 naming them (code
 //     unsupported_parameter) unless set to their neutral value (null,

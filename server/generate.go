@@ -244,6 +244,9 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 		case len(p)+maxTok > ctxSize:
 			return nil, nil, contextExceeded(g.maxTokensParam, ctxSize, len(p), maxTok)
 		}
+		if g.maxTokens == 0 && !g.zeroMax && g.minTokens > maxTok {
+			maxTok = min(room, g.minTokens) // the default must not undercut min_tokens
+		}
 		for j := range g.n {
 			r := scheduler.Request{
 				// Each choice gets its own copies: the scheduler may append
@@ -253,6 +256,7 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				Sampling:      g.sampling,
 				Stop:          g.stop,
 				StopTokens:    g.stopTokens,
+				MinTokens:     min(g.minTokens, maxTok),
 				IgnoreEOS:     g.ignoreEOS,
 				NoPrefixCache: g.noCache,
 				Speculative:   g.speculative,

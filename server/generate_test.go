@@ -110,6 +110,23 @@ func TestVLLMSamplingFake(t *testing.T) {
 			t.Errorf("%s: repeat penalty %v over %d, want %v over %d", tc.body, q.RepeatPenalty, q.RepeatLastN, tc.penalty, tc.lastN)
 		}
 	}
+	// min_tokens reaches the scheduler; without max_tokens the default
+	// maximum does not undercut it.
+	for _, tc := range []struct {
+		body     string
+		min, max int
+	}{
+		{`{"prompt":"x","max_tokens":5,"min_tokens":3}`, 3, 5},
+		{`{"prompt":"x","min_tokens":300}`, 300, 300},
+	} {
+		if res := do(t, "POST", url+"/v1/completions", tc.body); res.status != 200 {
+			t.Fatalf("%s: %d %s", tc.body, res.status, res.body)
+		}
+		reqs := f.requests()
+		if q := reqs[len(reqs)-1].req; q.MinTokens != tc.min || q.MaxTokens != tc.max {
+			t.Errorf("%s: min %d max %d, want %d and %d", tc.body, q.MinTokens, q.MaxTokens, tc.min, tc.max)
+		}
+	}
 	// stop_token_ids reach the scheduler.
 	if res := do(t, "POST", url+"/v1/completions", `{"prompt":"x","max_tokens":2,"stop_token_ids":[7,2]}`); res.status != 200 {
 		t.Fatalf("stop_token_ids: %d %s", res.status, res.body)
@@ -122,7 +139,10 @@ func TestVLLMSamplingFake(t *testing.T) {
 		{`{"prompt":"x","repetition_penalty":11}`, "repetition_penalty", "invalid_value"},
 		{`{"prompt":"x","repetition_penalty":"high"}`, "repetition_penalty", "invalid_type"},
 		{`{"prompt":"x","repetition_penalty":1.1,"repeat_penalty":1.1}`, "repetition_penalty", ""},
-		{`{"prompt":"x","min_tokens":5}`, "min_tokens", "unsupported_parameter"},
+		{`{"prompt":"x","min_tokens":-1}`, "min_tokens", "invalid_value"},
+		{`{"prompt":"x","max_tokens":5,"min_tokens":6}`, "min_tokens", "invalid_value"},
+		{`{"prompt":"x","min_tokens":2,"grammar":"root ::= \"a\""}`, "min_tokens", "unsupported_parameter"},
+		{`{"prompt":"x","min_tokens":2,"guided_regex":"a+"}`, "min_tokens", "unsupported_parameter"},
 		{`{"prompt":"x","stop_token_ids":[-1]}`, "stop_token_ids", "invalid_value"},
 		{`{"prompt":"x","stop_token_ids":[1000000]}`, "stop_token_ids", "invalid_value"},
 		{`{"prompt":"x","stop_token_ids":"2"}`, "stop_token_ids", "invalid_type"},

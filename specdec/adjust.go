@@ -1,6 +1,9 @@
 package specdec
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // Bounds OpenAI puts on logit_bias values and on presence_penalty and
 // frequency_penalty.
@@ -46,6 +49,13 @@ type Adjust struct {
 	lastN  int
 	hist   []int32
 	win    map[int32]int32
+
+	// vLLM's min_tokens (WithMinTokens): while fewer than minTokens tokens
+	// are generated (gen, plus extra draft tokens before the row being
+	// adjusted), the tokens in ban cannot be chosen.
+	minTokens  int
+	ban        []int32
+	gen, extra int
 
 	saved []saved
 }
@@ -96,6 +106,20 @@ func (a *Adjust) WithRepeat(penalty float32, lastN int, prompt []int32) *Adjust 
 	return a
 }
 
+// WithMinTokens adds vLLM's min_tokens to a (nil: a new Adjust): rows
+// predicting one of the first n generated tokens get -Inf for the tokens in
+// ban (end-of-generation and stop tokens). n <= 0 or no ban is off.
+func (a *Adjust) WithMinTokens(n int, ban []int32) *Adjust {
+	if n <= 0 || len(ban) == 0 {
+		return a
+	}
+	if a == nil {
+		a = &Adjust{}
+	}
+	a.minTokens, a.ban = n, slices.Compact(slices.Sorted(slices.Values(ban)))
+	return a
+}
+
 // push appends t to the repeat window's history, sliding out the token
 // that leaves the last lastN; pop undoes the newest push.
 func (a *Adjust) push(t int32) {
@@ -126,6 +150,7 @@ func (a *Adjust) Accept(toks []int32) {
 	if a == nil {
 		return
 	}
+	a.gen += len(toks)
 	for _, t := range toks {
 		if a.penalise {
 			a.add(t)
@@ -142,6 +167,7 @@ func (a *Adjust) Accept(toks []int32) {
 // draftPush and draftPop count (uncount) a draft token for the penalties
 // of the rows after it.
 func (a *Adjust) draftPush(t int32) {
+	a.extra++
 	if a.penalise {
 		a.add(t)
 	}
@@ -151,6 +177,7 @@ func (a *Adjust) draftPush(t int32) {
 }
 
 func (a *Adjust) draftPop(t int32) {
+	a.extra--
 	if a.penalise {
 		a.remove(t)
 	}
@@ -209,18 +236,28 @@ func (a *Adjust) row(j int, row []float32, save bool) {
 			row[t] -= a.presence + float32(a.cnt[i])*a.frequency
 		}
 	}
+	if a.gen+a.extra < a.minTokens {
+		for _, t := range a.ban {
+			if int(t) < len(row) {
+				if save {
+					a.saved = append(a.saved, saved{int32(j), t, row[t]})
+				}
+				row[t] = float32(math.Inf(-1))
+			}
+		}
+	}
 }
 
 // Apply adjusts rows in place, rows[j] for the generated tokens plus
-// draft[:j] (len(draft) >= len(rows)-1 when there are penalties), and
-// keeps the values it overwrote for Restore (the draft tokens are read
-// only with penalties).
+// draft[:j] (len(draft) >= len(rows)-1 when there are penalties or
+// min_tokens), and keeps the values it overwrote for Restore (the draft
+// tokens are read only with penalties or min_tokens).
 func (a *Adjust) Apply(rows [][]float32, draft []int32) {
 	if a == nil {
 		return
 	}
 	a.saved = a.saved[:0]
-	counts := a.penalise || a.win != nil
+	counts := a.penalise || a.win != nil || a.minTokens > 0
 	for j, row := range rows {
 		if j > 0 && counts {
 			a.draftPush(draft[j-1])

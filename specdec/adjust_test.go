@@ -268,3 +268,45 @@ func randomRows(rng *rand.Rand, n, nv int, scale float64) (rows, orig [][]float3
 	}
 	return rows, orig
 }
+
+func TestAdjustMinTokens(t *testing.T) {
+
+	ban := []int32{2, 5, 2} // duplicates are fine
+	inf := float32(math.Inf(-1))
+	for gen := 0; gen < 6; gen++ {
+		a := (*Adjust)(nil).WithMinTokens(4, ban)
+		a.Accept(make([]int32, gen))
+		draft := []int32{1, 3, 4, 0}
+		rows := make([][]float32, 5)
+		for j := range rows {
+			rows[j] = []float32{0.5, 1, 2, 3, 4, 5}
+		}
+		a.Apply(rows, draft)
+		for j, row := range rows {
+			banned := gen+j < 4
+			if (row[2] == inf) != banned || (row[5] == inf) != banned || row[0] != 0.5 || row[3] != 3 {
+				t.Errorf("gen %d, row %d: %v (banned: %v)", gen, j, row, banned)
+			}
+		}
+		a.Restore(rows)
+		for j, row := range rows {
+			if !slices.Equal(row, []float32{0.5, 1, 2, 3, 4, 5}) {
+				t.Errorf("gen %d, row %d after Restore: %v", gen, j, row)
+			}
+		}
+		// The draft model's row after d draft tokens.
+		for d := 0; d <= len(draft); d++ {
+			row := []float32{0.5, 1, 2, 3, 4, 5}
+			a.Add(row, draft[:d])
+			if (row[5] == inf) != (gen+d < 4) {
+				t.Errorf("gen %d, draft row after %d: %v", gen, d, row)
+			}
+		}
+	}
+	if a := (*Adjust)(nil).WithMinTokens(0, ban); a != nil {
+		t.Error("min_tokens 0 made an Adjust")
+	}
+	if a := NewAdjust(nil, 0, 0).WithMinTokens(3, nil); a != nil {
+		t.Error("an empty ban list made an Adjust")
+	}
+}
