@@ -105,6 +105,17 @@ func realRequests(t *testing.T, v *engine.Vocab, n int) []Request {
 	return out
 }
 
+// fixedRequests is realRequests with every output max tokens long (with
+// ignoreEOS) or ending at its end-of-generation token.
+func fixedRequests(t *testing.T, v *engine.Vocab, n, max int, ignoreEOS bool) []Request {
+	t.Helper()
+	reqs := realRequests(t, v, n)
+	for i := range reqs {
+		reqs[i].MaxTokens, reqs[i].IgnoreEOS = max, ignoreEOS
+	}
+	return reqs
+}
+
 // The reference: each request alone on a scheduler without speculation.
 func realAlone(t *testing.T, target *engine.Model, reqs []Request) [][]int32 {
 	t.Helper()
@@ -421,10 +432,7 @@ func TestRealLogitBiasLossless(t *testing.T) {
 // each verify row is penalised for the draft tokens before it.
 func TestRealPenaltiesLossless(t *testing.T) {
 	_, st, hv := realModels(t)
-	plain := realRequests(t, hv.Vocab(), 12)
-	for i := range plain {
-		plain[i].MaxTokens, plain[i].IgnoreEOS = 48, true
-	}
+	plain := fixedRequests(t, hv.Vocab(), 12, 48, true)
 	unpen := realAlone(t, hv, plain)
 	reqs := make([]Request, len(plain))
 	for i, r := range plain {
@@ -715,10 +723,7 @@ func TestRealDraftGraphReuse(t *testing.T) {
 // occurrence, also with ignore_eos, and speculation keeps that output.
 func TestRealStopTokens(t *testing.T) {
 	_, st, hv := realModels(t)
-	plain := realRequests(t, hv.Vocab(), 8)
-	for i := range plain {
-		plain[i].MaxTokens, plain[i].IgnoreEOS = 64, true
-	}
+	plain := fixedRequests(t, hv.Vocab(), 8, 64, true)
 	full := realAlone(t, hv, plain)
 	reqs := make([]Request, len(plain))
 	want := make([][]int32, len(plain))
@@ -744,9 +749,8 @@ func TestRealStopTokens(t *testing.T) {
 // tokens); min_tokens's ban outweighs any bias.
 func TestRealMinTokens(t *testing.T) {
 	_, st, hv := realModels(t)
-	plain := realRequests(t, hv.Vocab(), 16)
+	plain := fixedRequests(t, hv.Vocab(), 16, 96, false)
 	for i := range plain {
-		plain[i].MaxTokens, plain[i].IgnoreEOS = 96, false
 		plain[i].LogitBias = map[int32]float32{hv.Vocab().EOS(): 8 + 2*float32(i%8)}
 	}
 	natural := realAlone(t, hv, plain)
