@@ -57,7 +57,12 @@ type Request struct {
 	// chosen. At most MaxTokens; not with a Grammar, whose end may allow
 	// nothing else.
 	MinTokens int
-	IgnoreEOS bool
+	// KeepStop keeps the stop string that ended the output in it (vLLM's
+	// include_stop_str_in_output); SpecialText renders control tokens'
+	// text, like "<s>" (vLLM's skip_special_tokens: false). The
+	// end-of-generation token that ends an output has no text either way.
+	KeepStop, SpecialText bool
+	IgnoreEOS             bool
 	// NoPrefixCache: do not reuse cached KV for this prompt (llama.cpp's
 	// cache_prompt: false); its own blocks are still cached for later ones.
 	NoPrefixCache bool

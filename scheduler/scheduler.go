@@ -218,7 +218,7 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (<-chan Event, error)
 		tokens:    append(make([]int32, 0, len(r.Prompt)+r.MaxTokens+maxK+1), r.Prompt...),
 		nPrompt:   len(r.Prompt),
 		submitted: time.Now(),
-		out:       newTextOut(r.Stop),
+		out:       newTextOut(r.Stop, r.KeepStop),
 		slot:      -1,
 	}
 	q.fixedK = r.Speculative.K

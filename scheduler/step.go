@@ -919,7 +919,7 @@ func (s *Scheduler) appendTokens(q *seq, toks []int32, rows [][]float32) {
 			lp.Logprob, lp.Top = specdec.Logprobs(rows[i], t, q.req.TopLogprobs, nil)
 			ev.Logprobs = append(ev.Logprobs, lp)
 		}
-		text, stopped := q.out.push(s.vocab.AppendPiece(piece[:0], t, false))
+		text, stopped := q.out.push(s.vocab.AppendPiece(piece[:0], t, q.req.SpecialText))
 		ev.Text += text
 		if stopped || slices.Contains(q.req.StopTokens, t) {
 			reason = "stop"

@@ -7,16 +7,18 @@ import (
 
 // textOut turns generated tokens into streamable text: it emits only whole
 // UTF-8 characters, holds back any tail that could be the start of a stop
-// string, and cuts the output before the first stop string found.
+// string, and cuts the output before the first stop string found (after
+// it with keepStop: vLLM's include_stop_str_in_output).
 type textOut struct {
 	buf     []byte   // all generated text so far
 	emitted int      // bytes of buf already handed out
 	stops   []string // stop strings (non-empty)
 	maxStop int      // longest stop string, bytes
+	keep    bool     // the stop string found ends the output instead of being cut
 }
 
-func newTextOut(stops []string) textOut {
-	t := textOut{}
+func newTextOut(stops []string, keepStop bool) textOut {
+	t := textOut{keep: keepStop}
 	for _, s := range stops {
 		if s == "" {
 			continue
@@ -45,13 +47,16 @@ func (t *textOut) push(piece []byte) (text string, stopped bool) {
 		if from < 0 {
 			from = 0
 		}
-		cut := -1
+		cut, n := -1, 0
 		for _, s := range t.stops {
 			if i := strings.Index(string(t.buf[from:]), s); i >= 0 && (cut < 0 || from+i < cut) {
-				cut = from + i
+				cut, n = from+i, len(s)
 			}
 		}
 		if cut >= 0 {
+			if t.keep {
+				cut += n
+			}
 			text = strings.ToValidUTF8(string(t.buf[t.emitted:cut]), "\uFFFD")
 			t.buf = t.buf[:cut]
 			t.emitted = cut

@@ -26,7 +26,7 @@ func TestTextOut(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := newTextOut(c.stops)
+			o := newTextOut(c.stops, false)
 			var got strings.Builder
 			stopped := false
 			for _, p := range c.pieces {
@@ -61,7 +61,7 @@ func TestTextOutNeverLeaksPartialStop(t *testing.T) {
 	stops := []string{"the end", "\n\n"}
 	text := "and so the en then the end of it"
 	for step := 1; step <= 4; step++ {
-		o := newTextOut(stops)
+		o := newTextOut(stops, false)
 		var got strings.Builder
 		for i := 0; i < len(text); i += step {
 			j := min(i+step, len(text))
@@ -73,6 +73,42 @@ func TestTextOutNeverLeaksPartialStop(t *testing.T) {
 		}
 		if got.String() != "and so the en then " {
 			t.Fatalf("step %d: got %q", step, got.String())
+		}
+	}
+}
+
+// With keepStop the first stop string found ends the output and stays in
+// it; pieces after it are not emitted.
+func TestTextOutKeepStop(t *testing.T) {
+	for _, c := range []struct {
+		pieces []string
+		want   string
+	}{
+		{[]string{"Once up", "on a ti", "me, there"}, "Once upon"},
+		{[]string{"Once a ti", "me up", "on"}, "Once a time"},
+		{[]string{"a ", "tim", "e then ", "upon"}, "a time"},
+		{[]string{"upon"}, "upon"},
+		{[]string{"no stop here"}, ""},
+	} {
+		o := newTextOut([]string{"time", "upon"}, true)
+		var got strings.Builder
+		stopped := false
+		for _, p := range c.pieces {
+			text, st := o.push([]byte(p))
+			got.WriteString(text)
+			if st {
+				stopped = true
+				break
+			}
+		}
+		if !stopped {
+			got.WriteString(o.flush())
+			if c.want == "" && got.String() == strings.Join(c.pieces, "") {
+				continue
+			}
+		}
+		if got.String() != c.want {
+			t.Errorf("%q: %q, want %q", c.pieces, got.String(), c.want)
 		}
 	}
 }

@@ -35,9 +35,11 @@ type genRequest struct {
 	// stopTokens: vLLM's stop_token_ids; minTokens its min_tokens.
 	stopTokens []int32
 	minTokens  int
-	n          int
-	ignoreEOS  bool
-	noCache    bool // cache_prompt: false
+	// keepStop: include_stop_str_in_output; specialText: skip_special_tokens false.
+	keepStop, specialText bool
+	n                     int
+	ignoreEOS             bool
+	noCache               bool // cache_prompt: false
 
 	stream       bool
 	includeUsage bool
@@ -148,8 +150,6 @@ var unsupported = []struct {
 	{"xtc_probability", numIs(0)},
 	// vLLM's sampling parameters with an effect we do not implement
 	// (repetition_penalty is implemented: decodeSampling).
-	{"include_stop_str_in_output", rawIs(`false`)},
-	{"skip_special_tokens", rawIs(`true`)},
 	{"spaces_between_special_tokens", rawIs(`true`)},
 	{"use_beam_search", rawIs(`false`)},
 	{"length_penalty", numIs(1)},
@@ -268,6 +268,14 @@ func decode(body []byte, chat bool, lim limits) (*genRequest, *apiError) {
 		}
 		g.minTokens = int(n)
 	}
+	if g.keepStop, _, e = optBool(m, "include_stop_str_in_output"); e != nil {
+		return nil, e
+	}
+	skip, set, e := optBool(m, "skip_special_tokens")
+	if e != nil {
+		return nil, e
+	}
+	g.specialText = set && !skip
 	if g.zeroMax && (!g.echo || g.maxTokens > 0) {
 		return nil, invalidValue(g.maxTokensParam, "'%s' must be at least 1 (0 only with echo, to score the prompt)", g.maxTokensParam)
 	}

@@ -257,6 +257,8 @@ func (s *Server) buildRequests(g *genRequest) ([]scheduler.Request, []int, *apiE
 				Stop:          g.stop,
 				StopTokens:    g.stopTokens,
 				MinTokens:     min(g.minTokens, maxTok),
+				KeepStop:      g.keepStop,
+				SpecialText:   g.specialText,
 				IgnoreEOS:     g.ignoreEOS,
 				NoPrefixCache: g.noCache,
 				Speculative:   g.speculative,

@@ -127,6 +127,23 @@ func TestVLLMSamplingFake(t *testing.T) {
 			t.Errorf("%s: min %d max %d, want %d and %d", tc.body, q.MinTokens, q.MaxTokens, tc.min, tc.max)
 		}
 	}
+	// include_stop_str_in_output and skip_special_tokens reach it.
+	for _, tc := range []struct {
+		body                  string
+		keepStop, specialText bool
+	}{
+		{`{"prompt":"x","max_tokens":2}`, false, false},
+		{`{"prompt":"x","max_tokens":2,"include_stop_str_in_output":true,"skip_special_tokens":false}`, true, true},
+		{`{"prompt":"x","max_tokens":2,"include_stop_str_in_output":false,"skip_special_tokens":true}`, false, false},
+	} {
+		if res := do(t, "POST", url+"/v1/completions", tc.body); res.status != 200 {
+			t.Fatalf("%s: %d %s", tc.body, res.status, res.body)
+		}
+		reqs := f.requests()
+		if q := reqs[len(reqs)-1].req; q.KeepStop != tc.keepStop || q.SpecialText != tc.specialText {
+			t.Errorf("%s: keep stop %v, special text %v", tc.body, q.KeepStop, q.SpecialText)
+		}
+	}
 	// stop_token_ids reach the scheduler.
 	if res := do(t, "POST", url+"/v1/completions", `{"prompt":"x","max_tokens":2,"stop_token_ids":[7,2]}`); res.status != 200 {
 		t.Fatalf("stop_token_ids: %d %s", res.status, res.body)
@@ -147,8 +164,8 @@ func TestVLLMSamplingFake(t *testing.T) {
 		{`{"prompt":"x","stop_token_ids":[1000000]}`, "stop_token_ids", "invalid_value"},
 		{`{"prompt":"x","stop_token_ids":"2"}`, "stop_token_ids", "invalid_type"},
 		{`{"prompt":"x","stop_token_ids":[` + strings.Repeat("2,", 256) + `2]}`, "stop_token_ids", "invalid_value"},
-		{`{"prompt":"x","include_stop_str_in_output":true}`, "include_stop_str_in_output", "unsupported_parameter"},
-		{`{"prompt":"x","skip_special_tokens":false}`, "skip_special_tokens", "unsupported_parameter"},
+		{`{"prompt":"x","include_stop_str_in_output":1}`, "include_stop_str_in_output", "invalid_type"},
+		{`{"prompt":"x","skip_special_tokens":"no"}`, "skip_special_tokens", "invalid_type"},
 		{`{"prompt":"x","use_beam_search":true}`, "use_beam_search", "unsupported_parameter"},
 		{`{"prompt":"x","prompt_logprobs":1}`, "prompt_logprobs", "unsupported_parameter"},
 		{`{"prompt":"x","allowed_token_ids":[5,6]}`, "allowed_token_ids", "unsupported_parameter"},

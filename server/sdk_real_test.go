@@ -79,6 +79,21 @@ func TestRealSDKSeedStopPrediction(t *testing.T) {
 		t.Fatalf("stop %q: got %q (%s), want %q", stop, got.Text, got.FinishReason, want)
 	}
 
+	// vLLM's include_stop_str_in_output keeps the stop string.
+	got = complete(t, c, sp, option.WithJSONSet("ignore_eos", true), option.WithJSONSet("include_stop_str_in_output", true)).Choices[0]
+	if got.Text != want+stop || got.FinishReason != openai.CompletionChoiceFinishReasonStop {
+		t.Fatalf("include_stop_str_in_output: got %q (%s), want %q", got.Text, got.FinishReason, want+stop)
+	}
+	// vLLM's skip_special_tokens: false renders control tokens (stories260K's
+	// BOS is token 1, "<s>"; a large logit_bias makes the model repeat it).
+	bos := []option.RequestOption{option.WithJSONSet("logit_bias", map[string]int{"1": 100}), option.WithJSONSet("max_tokens", 3)}
+	if tx := complete(t, c, p, bos...).Choices[0].Text; tx != "" {
+		t.Fatalf("control tokens rendered by default: %q", tx)
+	}
+	if tx := complete(t, c, p, append(bos, option.WithJSONSet("skip_special_tokens", false))...).Choices[0].Text; tx != "<s><s><s>" {
+		t.Fatalf("skip_special_tokens false: %q, want <s><s><s>", tx)
+	}
+
 	// vLLM's stop_token_ids: the text ends with the first occurrence of
 	// the token, which it keeps; finish "stop", also with ignore_eos.
 	all, err := b.Tokenize(greedy, false)
