@@ -129,19 +129,27 @@ const (
 // (KVAuto). llama.cpp needs flash attention for a quantized V cache.
 type KVType string
 
-// KVAuto picks the KV type from the model's weights when a context is made:
-// f32 for a model stored in f32, f16 for every other (see AutoKVType).
+// KVAuto picks the KV type from the model when a context is made: f32 for
+// a model stored in f32 or with heads of at most 16 dimensions, f16 for
+// every other (see AutoKVType).
 const KVAuto KVType = "auto"
 
+// smallHeadDim is the largest head (key) dimension AutoKVType gives an
+// f32 cache whatever the weights.
+const smallHeadDim = 16
+
 // AutoKVType is what KVAuto means for a model whose weights take
-// bytesPerParam bytes per parameter: f32 for f32 weights (≥ 3 bytes), f16
-// otherwise. vLLM's kv_cache_dtype "auto" likewise follows the model's own
-// precision. An f32 model is either tiny, where its KV memory does not
-// matter and f32 attention skips the f16 conversions that dominate a
-// decode (decision 0018), or was stored in f32 on purpose; a 16-bit or
-// quantized model gets llama.cpp's default of f16.
-func AutoKVType(bytesPerParam float64) KVType {
-	if bytesPerParam >= 3 {
+// bytesPerParam bytes per parameter and whose attention heads have headDim
+// dimensions (0: unknown). f32 for f32 weights (≥ 3 bytes): vLLM's
+// kv_cache_dtype "auto" likewise follows the model's own precision. f32
+// too for heads of at most 16 dimensions, whatever the weights: on a CPU
+// an f16 cache costs a conversion call per cached head in every
+// attention, which for such short heads outweighs the dot product itself,
+// while the cache takes little memory (its size per token grows with the
+// head dimension). Every other model gets llama.cpp's default of f16
+// (decision 0018).
+func AutoKVType(bytesPerParam float64, headDim int) KVType {
+	if bytesPerParam >= 3 || (headDim > 0 && headDim <= smallHeadDim) {
 		return "f32"
 	}
 	return "f16"

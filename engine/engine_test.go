@@ -772,11 +772,19 @@ func TestQuantizeQ8(t *testing.T) {
 	if err := q.Vocab().CompatibleWith(m.Vocab()); err != nil {
 		t.Error(err)
 	}
-	// KVAuto follows the weights: f16 for the Q8_0 file, f32 for the f32
-	// original; an explicit type stays.
+	// KVAuto: stories260K's heads have 8 dimensions, so both files get an
+	// f32 cache; by its weights alone the Q8_0 file would get f16. An
+	// explicit type stays.
+	if q.Info().HeadDim != 8 || m.Info().HeadDim != 8 {
+		t.Errorf("head dimensions %d and %d, want 8", q.Info().HeadDim, m.Info().HeadDim)
+	}
+	qi := q.Info()
+	if got := AutoKVType(float64(qi.SizeBytes)/float64(qi.NParams), 64); got != "f16" {
+		t.Errorf("Q8_0 weights with 64-dimension heads: auto KV type %q, want f16", got)
+	}
 	c := newCtx(t, q, ContextParams{FlashAttn: FlashAttnOff, TypeK: KVAuto, TypeV: KVAuto})
-	if c.KVType() != "f16" {
-		t.Errorf("Q8_0 model: auto KV type %q, want f16", c.KVType())
+	if c.KVType() != "f32" {
+		t.Errorf("Q8_0 model with 8-dimension heads: auto KV type %q, want f32", c.KVType())
 	}
 	for _, tc := range []struct{ in, want KVType }{{KVAuto, "f32"}, {"f16", "f16"}, {"bf16", "bf16"}} {
 		if got := newCtx(t, m, ContextParams{FlashAttn: FlashAttnOn, TypeK: tc.in, TypeV: tc.in}).KVType(); got != tc.want {

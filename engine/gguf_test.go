@@ -101,10 +101,14 @@ func TestLoadModelRejectsBadFileCleanly(t *testing.T) {
 func TestAutoKVType(t *testing.T) {
 	for _, tc := range []struct {
 		bpp  float64
+		head int
 		want KVType
-	}{{4.05, "f32"}, {4, "f32"}, {3, "f32"}, {2.01, "f16"}, {2, "f16"}, {1.0625, "f16"}, {0.56, "f16"}} {
-		if got := AutoKVType(tc.bpp); got != tc.want {
-			t.Errorf("AutoKVType(%v) = %q, want %q", tc.bpp, got, tc.want)
+	}{
+		{4.05, 128, "f32"}, {4, 64, "f32"}, {3, 0, "f32"}, {2.01, 128, "f16"}, {2, 64, "f16"}, {1.0625, 0, "f16"}, {0.56, 128, "f16"},
+		{1.0625, 8, "f32"}, {0.56, 16, "f32"}, {2, 17, "f16"}, {1.0625, 32, "f16"}, {4, 8, "f32"},
+	} {
+		if got := AutoKVType(tc.bpp, tc.head); got != tc.want {
+			t.Errorf("AutoKVType(%v, %d) = %q, want %q", tc.bpp, tc.head, got, tc.want)
 		}
 	}
 	if _, err := KVAuto.GGMLType(); err == nil || !strings.Contains(err.Error(), "per model") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"structs"
 	"sync"
 
@@ -110,6 +111,7 @@ type ModelInfo struct {
 	NParams, SizeBytes         uint64 // SizeBytes: total bytes of the tensors
 	NCtxTrain, NLayer, NEmbd   int
 	NHead, NHeadKV, NVocab     int
+	HeadDim                    int    // of the keys: <arch>.attention.key_length, else NEmbd / NHead
 	ChatTemplate               string // "" when the model has none
 }
 
@@ -204,6 +206,11 @@ func (m *Model) readInfo(path string) ModelInfo {
 		NHead:     int(llamaModelNHead(m.ptr)),
 		NHeadKV:   int(llamaModelNHeadKV(m.ptr)),
 	}
+	if k, err := strconv.Atoi(m.meta(info.Arch + ".attention.key_length")); err == nil && k > 0 {
+		info.HeadDim = k
+	} else if info.NHead > 0 {
+		info.HeadDim = info.NEmbd / info.NHead
+	}
 	buf := make([]byte, 256)
 	if n := llamaModelDesc(m.ptr, &buf[0], uintptr(len(buf))); n > 0 {
 		info.Desc = string(buf[:min(int(n), len(buf)-1)])
@@ -237,12 +244,13 @@ func (m *Model) Meta(key string) (string, bool) {
 }
 
 // AutoKVType is the KV type KVAuto resolves to for m (by its bytes per
-// parameter).
+// parameter and its head dimension).
 func (m *Model) AutoKVType() KVType {
-	if m.info.NParams == 0 {
-		return "f16"
+	bpp := 0.0
+	if m.info.NParams > 0 {
+		bpp = float64(m.info.SizeBytes) / float64(m.info.NParams)
 	}
-	return AutoKVType(float64(m.info.SizeBytes) / float64(m.info.NParams))
+	return AutoKVType(bpp, m.info.HeadDim)
 }
 
 // Info describes the model.

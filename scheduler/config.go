@@ -84,8 +84,9 @@ type Config struct {
 	DecodeThreads string
 	// FlashAttn: "off" (default, faster on CPU here), "on", "auto".
 	FlashAttn string
-	// KVType: "auto" (default: f32 for a model stored in f32, else f16;
-	// engine.AutoKVType), "f16", "f32", "q8_0", ... Each model's context
+	// KVType: "auto" (default: f32 for a model stored in f32 or with
+	// heads of at most 16 dimensions, else f16; engine.AutoKVType), "f16",
+	// "f32", "q8_0", ... Each model's context
 	// resolves "auto" for itself.
 	KVType string
 }

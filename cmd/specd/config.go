@@ -137,7 +137,7 @@ var configKeys = []struct{ key, flag, help string }{
 	{"speculative.min_gain", "spec-min-gain", "adaptive k speculates only where the measured costs promise more than this fraction above plain decoding's tokens/s (0 = any gain)"},
 	{"speculative.p_min", "draft-p-min", "stop a draft early where the draft model's top token has less than this probability (after the first; 0 = never)"},
 	{"flash_attn", "flash-attn", "flash attention: off, on or auto"},
-	{"kv_type", "kv-type", "KV cache element type: auto (f32 for a model stored in f32, else f16), f16, f32, bf16, q8_0, q4_0, ..."},
+	{"kv_type", "kv-type", "KV cache element type: auto (f32 for a model stored in f32 or with heads of at most 16 dimensions, else f16), f16, f32, bf16, q8_0, q4_0, ..."},
 	{"host", "host", "address to listen on"},
 	{"port", "port", "TCP port to listen on"},
 	{"api_keys", "api-key", "accepted bearer token for /v1/* (repeat or comma-separate for several; none = open)"},

@@ -41,7 +41,7 @@ func runInfo(args []string) error {
 	fs := newFlagSet("info")
 	ctxTokens := fs.Int("ctx", 0, "TOTAL KV cache tokens shared by all sequences, as llama-server's -c (0 = the model's training context)")
 	parallel := fs.Int("parallel", 1, "number of sequences sharing the KV cache (each gets ctx/parallel tokens)")
-	kvType := fs.String("kv-type", "auto", "KV cache element type: auto (f32 for a model stored in f32, else f16, as specd serve), f16, f32, bf16, q8_0, q4_0, ...")
+	kvType := fs.String("kv-type", "auto", "KV cache element type: auto (f32 for a model stored in f32 or with heads of at most 16 dimensions, else f16, as specd serve), f16, f32, bf16, q8_0, q4_0, ...")
 	bandwidth := fs.Float64("bandwidth", 0, "memory bandwidth in GB/s for the speed ceiling (0 = measure with a Go copy loop)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: specd info MODEL.gguf [--ctx N] [--parallel N] [--kv-type auto] [--bandwidth GBps]")
@@ -64,18 +64,22 @@ func runInfo(args []string) error {
 	if err != nil {
 		return err
 	}
+	h, err := hparamsOf(g)
+	if err != nil {
+		return err
+	}
 	kv := engine.KVType(*kvType)
-	if kv == engine.KVAuto && g.NParams() > 0 {
-		kv = engine.AutoKVType(float64(g.TensorBytes()) / float64(g.NParams()))
+	if kv == engine.KVAuto {
+		bpp := 0.0
+		if g.NParams() > 0 {
+			bpp = float64(g.TensorBytes()) / float64(g.NParams())
+		}
+		kv = engine.AutoKVType(bpp, int(h.kDim))
 		*kvType = string(kv) + " (auto)"
 	}
 	bpe, err := kv.BytesPerElement()
 	if err != nil {
 		return usageError{err.Error()}
-	}
-	h, err := hparamsOf(g)
-	if err != nil {
-		return err
 	}
 	bw := *bandwidth * 1e9
 	bwHow := "given"
