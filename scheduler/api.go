@@ -163,6 +163,7 @@ type Stats struct {
 	AcceptedByPosition   []uint64 // [i] = draft tokens accepted at draft position i
 	ProposedByPosition   []uint64
 	LastK                int           // k chosen at the last speculative step
+	DraftTries           uint64        // steps in which a sequence drafted as a try while adaptive k chose no drafting (exploreDraft)
 	StepTime, DecodeTime time.Duration // cumulative wall time of steps and of the target's llama_decode within them
 	DraftDecodeTime      time.Duration // cumulative wall time of the draft model's decodes
 	DraftDecoded         uint64        // tokens (rows) the draft model decoded

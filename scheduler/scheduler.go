@@ -45,7 +45,13 @@ type Scheduler struct {
 	// for draftIdleSteps steps, so sequences' draft KV trails without
 	// bound (planK).
 	draftIdle     bool
-	draftUnchosen int    // steps in a row in which no sequence drafted with the model
+	draftUnchosen int // steps in a row in which no sequence drafted with the model
+	// exploreCredit (seconds): while adaptive k lets no sequence draft
+	// with the model, exploreShare of each step's priced target decode
+	// accrues here, and a try of the draft spends it (exploreDraft).
+	// exploreNext rotates the tries over the running sequences.
+	exploreCredit float64
+	exploreNext   int
 	draftRows     uint64 // draft tokens decoded since the last stats update
 	chooser       specdec.BatchChooser
 	ws            *specdec.Workspace // sampling scratch shared by all requests (loop goroutine only)

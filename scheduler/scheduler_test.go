@@ -543,3 +543,35 @@ func TestUnchosenDraftIdles(t *testing.T) {
 		t.Errorf("the draft decoded %d tokens for a %d-token prompt (at most %d: the prompt and one catch-up chunk)", st.DraftDecoded, len(reqs[0].Prompt), max)
 	}
 }
+
+// A draft that adaptive k does not let draft is still tried now and then
+// (exploreDraft): one sequence at a time drafts exploreK tokens when the
+// credit of exploreShare of the plain decodes' price pays for it, so a
+// choice made on a stale reading can change. The tries keep the output and
+// stay within their budget: a try is priced at least one plain decode, so
+// at most exploreShare of the steps try.
+func TestUnchosenDraftIsTried(t *testing.T) {
+	cfg := Config{CtxSize: 2048, MaxRunning: 2, KMax: 4, Proposer: "draft", SpecMinGain: 0.3}
+	rng := rand.New(rand.NewPCG(8, 1))
+	var reqs []Request
+	for range 16 {
+		reqs = append(reqs, Request{Prompt: mkPrompt(rng, 12), MaxTokens: 60, IgnoreEOS: true})
+	}
+	want := runAlone(t, cfg, reqs)
+	r := newRigWith(t, cfg, true, func(s *Scheduler) { s.costSeam = breakEvenCosts{} })
+	for i, req := range reqs {
+		if got := runAll(t, r.s, []Request{req})[0]; !slices.Equal(got, want[i]) {
+			t.Fatalf("request %d: %v, alone %v", i, got, want[i])
+		}
+	}
+	st := waitIdle(t, r.s)
+	t.Logf("%d steps, %d tries, %d draft tokens proposed, %d decoded", st.Steps, st.DraftTries, st.DraftProposed, st.DraftDecoded)
+	// 16 x 59 decode steps earn 0.01 x 14 ms each; a try is priced at
+	// 1 + 1 + (22 - 14) = 10 ms, floored at a plain decode's 14 ms.
+	if st.DraftTries < 3 || st.DraftTries > st.Steps/100+1 {
+		t.Errorf("%d tries in %d steps, want 3 to %d", st.DraftTries, st.Steps, st.Steps/100+1)
+	}
+	if st.DraftProposed != exploreK*st.DraftTries {
+		t.Errorf("%d draft tokens proposed in %d tries of %d", st.DraftProposed, st.DraftTries, exploreK)
+	}
+}

@@ -371,8 +371,8 @@ func (s *Scheduler) planK() {
 		costs = s.costSeam
 	}
 	s.chooser.Choose(s.kcfg, s.bseqs, costs)
+	candidates, chosen := false, false
 	if s.draft != nil {
-		candidates, chosen := false, false
 		for _, b := range s.bseqs {
 			candidates = candidates || b.Model && b.Limit > 0
 			chosen = chosen || b.Model && b.K > 0
@@ -393,6 +393,70 @@ func (s *Scheduler) planK() {
 		if s.draftIdle && s.bseqs[i].Model {
 			q.kWant = 0 // Choose agrees: no acceptance beats plain decoding
 		}
+	}
+	if s.draft != nil {
+		s.exploreDraft(chosen, candidates, costs)
+	}
+}
+
+// exploreK is the draft length of a try: the first draft decode catches
+// the sequence's draft KV up and proposes one token, the second is a
+// one-row draft step, the reading every choice of k prices.
+const exploreK = 2
+
+// exploreDraft lets one sequence draft exploreK tokens as a try when
+// unchosen (adaptive k let no sequence draft with the model though some
+// could) and enough credit has accrued to pay for the try at the measured
+// costs: each such step earns exploreShare (as the thread chooser's tries)
+// of its plain decode's price, and a try is priced at least one plain
+// one-row decode, so that tries take at most that share of the decode
+// time and of the steps.
+//
+// Adaptive k decides from readings, and an option it stops choosing is not
+// measured again: a sequence's acceptance estimate stays where a bad
+// stretch left it, and a cost reading taken when the machine stalled stays
+// in the averages. The first draft decode of a fresh server once took 21
+// ms for a 5-token prompt (1-2 ms after), which priced a draft step at 12
+// ms against a 10 ms target decode, so adaptive k never drafted in that
+// run (heavy pair, one stream: 2 runs in 6, at half the speed). A try
+// re-measures the draft step, the verify of exploreK+1 rows and the
+// sequence's acceptance, and Choose takes it from there.
+func (s *Scheduler) exploreDraft(chosen, candidates bool, costs specdec.Costs) {
+	if chosen {
+		s.exploreCredit = 0
+		return
+	}
+	if !candidates {
+		return // a prompt step: the credit waits for the decode steps
+	}
+	s.exploreCredit += exploreShare * costs.VerifyCost(len(s.running))
+	n := len(s.running)
+	for j := range n {
+		i := (s.exploreNext + j) % n
+		b, q := s.bseqs[i], s.running[i]
+		lag := max(len(q.tokens)-q.dcomputed, 1)
+		if !b.Model || b.Limit == 0 || q.forcedK() || lag > draftLag {
+			// A draft KV trailing further (an idle draft) would make the
+			// try a prefill of the draft: tries wait for a sequence in
+			// step, as every new request is after its prompt.
+			continue
+		}
+		k := min(exploreK, b.Limit)
+		one := costs.VerifyCost(1)
+		try := costs.DraftCost(lag) + float64(k-1)*costs.DraftCost(1) + max(costs.VerifyCost(k+1)-one, 0)
+		if s.exploreCredit < max(try, one) {
+			return
+		}
+		s.exploreCredit -= max(try, one)
+		s.exploreNext = i + 1
+		q.kWant = k
+		s.statsMu.Lock()
+		s.stats.DraftTries++
+		s.statsMu.Unlock()
+		if s.trace != nil {
+			s.trace("try draft %d: k %d, catch-up %d", q.id, k, lag)
+		}
+		return
 	}
 }
 

@@ -95,6 +95,7 @@ var (
 	dDraftSeconds   = desc("specd_draft_decode_seconds_total", "Wall time in the draft model's llama_decode within steps.")
 	dDraftRows      = desc("specd_draft_decoded_tokens_total", "Tokens the draft model decoded: prompts, catch-ups of its KV and draft positions.")
 	dDraftProposed  = desc("specd_draft_tokens_proposed_total", "Draft tokens proposed.")
+	dDraftTries     = desc("specd_draft_tries_total", "Steps in which one sequence drafted as a try while adaptive k let none draft with the model.")
 	dDraftAccepted  = desc("specd_draft_tokens_accepted_total", "Draft tokens accepted.")
 	dProposedByPos  = desc("specd_draft_tokens_proposed_by_position_total", "Draft tokens proposed at each draft position.", "position")
 	dAcceptedByPos  = desc("specd_draft_tokens_accepted_by_position_total", "Draft tokens accepted at each draft position.", "position")
@@ -112,7 +113,7 @@ type statsCollector struct{ b Backend }
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dWaiting, dRunning, dKVBlocks, dKVTotal, dPrefixQueries,
-		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed,
+		dPrefixHits, dPrefixCopies, dPreemptions, dSteps, dStepSeconds, dDecodeSeconds, dDraftSeconds, dDraftRows, dDraftProposed, dDraftTries,
 		dDraftAccepted, dProposedByPos, dAcceptedByPos, dAcceptanceRate, dLastK, dDecodeThreads, dGrammarSeconds, dGrammarsLive, dDecodeCalls, dGraphsReused} {
 		ch <- d
 	}
@@ -143,6 +144,7 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctr(dDraftSeconds, st.DraftDecodeTime.Seconds())
 	ctr(dDraftRows, float64(st.DraftDecoded))
 	ctr(dDraftProposed, float64(st.DraftProposed))
+	ctr(dDraftTries, float64(st.DraftTries))
 	ctr(dDraftAccepted, float64(st.DraftAccepted))
 	for i, v := range st.ProposedByPosition {
 		ctr(dProposedByPos, float64(v), strconv.Itoa(i))

@@ -429,9 +429,11 @@ func (b *BatchChooser) DraftMayPay(cfg KConfig, seqs []BatchSeq, cost Costs) boo
 // DraftPrior (default 0.1) of a verify of the same size. While the draft
 // has been measured only on decodes larger than the one asked for (it fed
 // prompts but has not drafted yet), its cost is that of the target scaled
-// by the two models' measured ratio on the smallest such decode: a draft
-// as costly as the target is priced so from its first prompt, a cheap one
-// is tried and then measured.
+// by the two models' measured ratio on the smallest such decode, or by
+// DraftPrior if that is lower: a cheap draft is tried and then measured
+// even when one slow prompt reading (a stall of the host) made the ratio
+// look like a costly draft's, and a draft as costly as the target drafts
+// once before its step is measured.
 // Not safe for concurrent use.
 type CostModel struct {
 	DraftPrior float64
@@ -580,12 +582,15 @@ func (m *CostModel) DraftCost(batchSeqs int) float64 {
 		// Measured only on larger decodes (prompts): the ratio of the two
 		// models there, applied to the target's cost at this size.
 		if v := m.verify.at(int(math.Round(x))); v > 0 {
-			return y / v * m.VerifyCost(batchSeqs)
+			return min(y/v, m.draftPrior()) * m.VerifyCost(batchSeqs)
 		}
 	}
-	p := m.DraftPrior
-	if p == 0 {
-		p = 0.1
+	return m.draftPrior() * m.VerifyCost(batchSeqs)
+}
+
+func (m *CostModel) draftPrior() float64 {
+	if m.DraftPrior == 0 {
+		return 0.1
 	}
-	return p * m.VerifyCost(batchSeqs)
+	return m.DraftPrior
 }
