@@ -811,3 +811,54 @@ func TestRealSlowFirstReadingStillDrafts(t *testing.T) {
 		t.Errorf("%d draft tokens proposed for 64 output tokens: adaptive k kept the slow reading", s.DraftProposed)
 	}
 }
+
+// TestRealStaleReadingExpires: a verify size measured during a stall (60 ms
+// for 2 rows, against 1 ms for one row) floors every larger size while it
+// is fresh, so adaptive k does not draft; plain decodes go on and, once the
+// reading is costStale observations old, it no longer counts and
+// speculation resumes. Before, it floored the verify sizes for good: a
+// benchmark server stopped speculating for the rest of its runs, and here
+// the last requests drafted nothing.
+func TestRealStaleReadingExpires(t *testing.T) {
+	lib, st, _ := realModels(t)
+	// A target about 15x costlier per token than the draft: speculation
+	// pays on it (on the heavy test model the draft costs half a decode).
+	hv, err := lib.LoadModel(context.Background(), engine.ModelParams{Path: testenv.CostlyModel(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hv.Close()
+	e, err := NewEngine(Config{CtxSize: 512, MaxRunning: 1, Threads: testThreads, Proposer: "draft"}, lib, hv, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkKV = true
+	e.costs.ObserveVerify(1, time.Millisecond)
+	e.costs.ObserveVerify(2, 60*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.Run(ctx)
+	defer func() { cancel(); <-e.Done(); e.Close() }()
+	reqs := fixedRequests(t, hv.Vocab(), 8, 128, true)
+	var prev uint64
+	var per []uint64
+	for _, r := range reqs {
+		runAll(t, e.Scheduler, []Request{r})
+		s := waitIdle(t, e.Scheduler)
+		per = append(per, s.DraftProposed-prev)
+		prev = s.DraftProposed
+	}
+	t.Logf("draft tokens proposed per request: %v", per)
+	if per[0] > 8 {
+		t.Fatalf("the planted 60 ms reading did not stop speculation: %v", per)
+	}
+	// 8 x 128 plain steps pass costStale by the fifth request: the stall
+	// no longer prices the verify sizes, and adaptive k drafts again (on
+	// this pair speculation pays only a little, so not in every request;
+	// tries alone would propose 2 tokens each).
+	if v := e.costs.VerifyCost(4); v > 30e-3 {
+		t.Errorf("a 4-row verify is priced at %.1f ms after the stall went stale", v*1e3)
+	}
+	if late := per[4] + per[5] + per[6] + per[7]; late < 16 {
+		t.Errorf("the last four requests proposed %d draft tokens: the stale reading still counts (%v)", late, per)
+	}
+}

@@ -444,17 +444,21 @@ type CostModel struct {
 const (
 	costBuckets = 32 + 8*26
 	costWindow  = 16 // running average over about the last 16 observations
+	// costStale: a bucket not observed in the last costStale observations
+	// of its curve is stale. A stale bucket neither floors larger ones nor
+	// prices a size that a fresh bucket on the same side can price: a
+	// reading taken while the host stalled, at a size the choices then
+	// avoided, would otherwise keep them avoiding it for good (one server
+	// stopped speculating for the rest of a benchmark, 3 runs of 6).
+	costStale = 512
 )
 
 type costCurve struct {
-	x, y [costBuckets]float64
-	n    [costBuckets]uint32
-	// env[b]: the most any measured bucket up to b costs. More rows never
-	// cost less, so a reading never goes below it: a size measured while
-	// the machine was busy must not make larger sizes look cheaper than
-	// it (a size that stops being chosen is not measured again).
-	env [costBuckets]float64
-	any bool
+	x, y  [costBuckets]float64
+	n     [costBuckets]uint32
+	seen  [costBuckets]uint64 // clock at the bucket's last observation
+	clock uint64              // observations so far
+	any   bool
 }
 
 func costBucket(n int) int {
@@ -468,30 +472,46 @@ func costBucket(n int) int {
 
 func (c *costCurve) observe(n int, d time.Duration) {
 	b := costBucket(n)
+	if c.n[b] > 0 && !c.fresh(b) {
+		c.n[b] = 0 // a stale average does not weigh on a fresh reading
+	}
 	if c.n[b] < costWindow {
 		c.n[b]++
 	}
 	w := 1 / float64(c.n[b])
 	c.x[b] += (float64(n) - c.x[b]) * w
 	c.y[b] += (d.Seconds() - c.y[b]) * w
+	c.clock++
+	c.seen[b] = c.clock
 	c.any = true
-	top := 0.0
-	if b > 0 {
-		top = c.env[b-1]
-	}
-	for j := b; j < costBuckets; j++ {
-		if c.n[j] > 0 {
-			top = max(top, c.y[j])
-		}
-		c.env[j] = top
-	}
 }
 
-// smallest is the measured bucket of fewest rows.
+// fresh: bucket j has a reading from the last costStale observations.
+func (c *costCurve) fresh(j int) bool {
+	return c.n[j] > 0 && c.clock-c.seen[j] < costStale
+}
+
+// floor is the most any fresh bucket up to b costs: more rows never cost
+// less, so a reading never goes below it (a size measured while the
+// machine was busy must not make larger sizes look cheaper than it, since
+// a size that stops being chosen is not measured again).
+func (c *costCurve) floor(b int) float64 {
+	top := 0.0
+	for j := 0; j <= b; j++ {
+		if c.fresh(j) {
+			top = max(top, c.y[j])
+		}
+	}
+	return top
+}
+
+// smallest is the measured bucket of fewest rows, a fresh one if any.
 func (c *costCurve) smallest() (x, y float64, ok bool) {
-	for j := range c.n {
-		if c.n[j] > 0 {
-			return c.x[j], c.y[j], true
+	for _, fresh := range []bool{true, false} {
+		for j := range c.n {
+			if c.n[j] > 0 && (!fresh || c.fresh(j)) {
+				return c.x[j], c.y[j], true
+			}
 		}
 	}
 	return 0, 0, false
@@ -502,25 +522,38 @@ func (c *costCurve) smallest() (x, y float64, ok bool) {
 // decreasing), or stays flat with only one. It never reads below what a
 // smaller measured size costs.
 func (c *costCurve) at(n int) float64 {
-	return max(c.interp(n), c.env[costBucket(n)])
+	return max(c.interp(n), c.floor(costBucket(n)))
+}
+
+// below is the nearest measured bucket at or below bucket b with x <= v
+// (down to 0), a fresh one if there is any, else -1; above likewise
+// upwards with x >= v.
+func (c *costCurve) below(b int, v float64) int {
+	for _, fresh := range []bool{true, false} {
+		for j := b; j >= 0; j-- {
+			if c.n[j] > 0 && c.x[j] <= v && (!fresh || c.fresh(j)) {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+func (c *costCurve) above(b int, v float64) int {
+	for _, fresh := range []bool{true, false} {
+		for j := b; j < costBuckets; j++ {
+			if c.n[j] > 0 && c.x[j] >= v && (!fresh || c.fresh(j)) {
+				return j
+			}
+		}
+	}
+	return -1
 }
 
 func (c *costCurve) interp(n int) float64 {
 	b := costBucket(n)
 	x := float64(n)
-	lo, hi := -1, -1
-	for j := b; j >= 0; j-- {
-		if c.n[j] > 0 && c.x[j] <= x {
-			lo = j
-			break
-		}
-	}
-	for j := b; j < costBuckets; j++ {
-		if c.n[j] > 0 && c.x[j] >= x {
-			hi = j
-			break
-		}
-	}
+	lo, hi := c.below(b, x), c.above(b, x)
 	switch {
 	case lo >= 0 && hi >= 0:
 		if c.x[hi] == c.x[lo] {
@@ -539,11 +572,9 @@ func (c *costCurve) interp(n int) float64 {
 		}
 		return c.y[lo] + (c.y[hi]-c.y[lo])*(x-c.x[lo])/(c.x[hi]-c.x[lo])
 	case lo >= 0:
-		for j := lo - 1; j >= 0; j-- {
-			if c.n[j] > 0 && c.x[j] < c.x[lo] {
-				slope := max(0, (c.y[lo]-c.y[j])/(c.x[lo]-c.x[j]))
-				return c.y[lo] + slope*(x-c.x[lo])
-			}
+		if j := c.below(lo-1, c.x[lo]-0.5); j >= 0 && c.x[j] < c.x[lo] {
+			slope := max(0, (c.y[lo]-c.y[j])/(c.x[lo]-c.x[j]))
+			return c.y[lo] + slope*(x-c.x[lo])
 		}
 		return c.y[lo]
 	case hi >= 0:

@@ -161,6 +161,37 @@ func TestCostModel(t *testing.T) {
 	if got := m.VerifyCost(64) * 1e3; got != 20 {
 		t.Errorf("VerifyCost(64) = %vms, want 20", got)
 	}
+	// ... but only while the busy reading is fresh. Plain one-row steps go
+	// on being measured, the 2-row size is no longer chosen: once its
+	// reading is costStale observations old it floors nothing, and an
+	// unmeasured 4-row verify is priced as the one-row step again, so it
+	// gets tried and measured.
+	m = CostModel{}
+	m.ObserveVerify(2, ms(40))
+	m.ObserveVerify(128, ms(300))
+	m.ObserveVerify(1, ms(10))
+	if got := m.VerifyCost(4) * 1e3; got < 40 {
+		t.Errorf("VerifyCost(4) = %vms with a fresh 40 ms 2-row reading", got)
+	}
+	for range costStale {
+		m.ObserveVerify(1, ms(10))
+	}
+	m.ObserveVerify(128, ms(300))
+	if got := m.VerifyCost(4) * 1e3; got != 10 {
+		t.Errorf("VerifyCost(4) = %vms after the 2-row reading went stale, want the one-row 10", got)
+	}
+	if got := m.VerifyCost(2) * 1e3; got != 10 {
+		t.Errorf("VerifyCost(2) = %vms, want 10: the fresh one-row reading prices it, not its own stale one", got)
+	}
+	// A stale draft step is priced like an unmeasured one: the lower of the
+	// prompt ratio and the prior.
+	m.ObserveDraft(1, ms(30))
+	for range costStale {
+		m.ObserveDraft(128, ms(6))
+	}
+	if got := m.DraftCost(1) * 1e3; math.Abs(got-min(6.0/300, 0.1)*10) > 1e-6 {
+		t.Errorf("DraftCost(1) = %vms after its 30 ms reading went stale, want %v", got, min(6.0/300, 0.1)*10)
+	}
 	m = CostModel{}
 	m.ObserveVerify(9, ms(12))
 	m.ObserveDraft(4, ms(2))
