@@ -459,6 +459,12 @@ type costCurve struct {
 	seen  [costBuckets]uint64 // clock at the bucket's last observation
 	clock uint64              // observations so far
 	any   bool
+	// Rebuilt by each observation (staleness moves only with the clock):
+	// env[j], the most any fresh bucket up to j costs; lo[0][j] and
+	// hi[0][j], the nearest fresh bucket at or below / at or above j, and
+	// lo[1], hi[1] the nearest measured one; -1 for none.
+	env    [costBuckets]float64
+	lo, hi [2][costBuckets]int16
 }
 
 func costBucket(n int) int {
@@ -484,6 +490,34 @@ func (c *costCurve) observe(n int, d time.Duration) {
 	c.clock++
 	c.seen[b] = c.clock
 	c.any = true
+	c.index()
+}
+
+// index rebuilds env, lo and hi.
+func (c *costCurve) index() {
+	top := 0.0
+	lo := [2]int16{-1, -1}
+	for j := range costBuckets {
+		if c.n[j] > 0 {
+			lo[1] = int16(j)
+			if c.fresh(j) {
+				lo[0] = int16(j)
+				top = max(top, c.y[j])
+			}
+		}
+		c.env[j] = top
+		c.lo[0][j], c.lo[1][j] = lo[0], lo[1]
+	}
+	hi := [2]int16{-1, -1}
+	for j := costBuckets - 1; j >= 0; j-- {
+		if c.n[j] > 0 {
+			hi[1] = int16(j)
+			if c.fresh(j) {
+				hi[0] = int16(j)
+			}
+		}
+		c.hi[0][j], c.hi[1][j] = hi[0], hi[1]
+	}
 }
 
 // fresh: bucket j has a reading from the last costStale observations.
@@ -491,60 +525,69 @@ func (c *costCurve) fresh(j int) bool {
 	return c.n[j] > 0 && c.clock-c.seen[j] < costStale
 }
 
-// floor is the most any fresh bucket up to b costs: more rows never cost
-// less, so a reading never goes below it (a size measured while the
-// machine was busy must not make larger sizes look cheaper than it, since
-// a size that stops being chosen is not measured again).
-func (c *costCurve) floor(b int) float64 {
-	top := 0.0
-	for j := 0; j <= b; j++ {
-		if c.fresh(j) {
-			top = max(top, c.y[j])
-		}
-	}
-	return top
-}
-
 // smallest is the measured bucket of fewest rows, a fresh one if any.
 func (c *costCurve) smallest() (x, y float64, ok bool) {
-	for _, fresh := range []bool{true, false} {
-		for j := range c.n {
-			if c.n[j] > 0 && (!fresh || c.fresh(j)) {
-				return c.x[j], c.y[j], true
-			}
-		}
+	if !c.any {
+		return 0, 0, false
 	}
-	return 0, 0, false
+	j := c.hi[0][0]
+	if j < 0 {
+		j = c.hi[1][0]
+	}
+	return c.x[j], c.y[j], true
 }
 
 // at interpolates between the nearest measured buckets around n; beyond the
 // measured range it extends the slope of the two outermost (never
 // decreasing), or stays flat with only one. It never reads below what a
-// smaller measured size costs.
+// smaller fresh measured size costs: more rows never cost less (a size
+// measured while the machine was busy must not make larger sizes look
+// cheaper than it, since a size that stops being chosen is not measured
+// again).
 func (c *costCurve) at(n int) float64 {
-	return max(c.interp(n), c.floor(costBucket(n)))
+	if !c.any {
+		return 0
+	}
+	return max(c.interp(n), c.env[costBucket(n)])
 }
 
-// below is the nearest measured bucket at or below bucket b with x <= v
-// (down to 0), a fresh one if there is any, else -1; above likewise
-// upwards with x >= v.
+// below is the nearest measured bucket at or below bucket b whose rows x
+// are at most v, a fresh one if there is any, else -1; above likewise
+// upwards with x >= v. (Buckets partition the row counts in order, so
+// only bucket b itself can hold rows on the wrong side of v.)
 func (c *costCurve) below(b int, v float64) int {
-	for _, fresh := range []bool{true, false} {
-		for j := b; j >= 0; j-- {
-			if c.n[j] > 0 && c.x[j] <= v && (!fresh || c.fresh(j)) {
-				return j
+	if b < 0 || !c.any {
+		return -1
+	}
+	for k := range 2 {
+		j := int(c.lo[k][b])
+		if j == b && c.x[j] > v {
+			j = -1
+			if b > 0 {
+				j = int(c.lo[k][b-1])
 			}
+		}
+		if j >= 0 {
+			return j
 		}
 	}
 	return -1
 }
 
 func (c *costCurve) above(b int, v float64) int {
-	for _, fresh := range []bool{true, false} {
-		for j := b; j < costBuckets; j++ {
-			if c.n[j] > 0 && c.x[j] >= v && (!fresh || c.fresh(j)) {
-				return j
+	if b >= costBuckets || !c.any {
+		return -1
+	}
+	for k := range 2 {
+		j := int(c.hi[k][b])
+		if j == b && c.x[j] < v {
+			j = -1
+			if b+1 < costBuckets {
+				j = int(c.hi[k][b+1])
 			}
+		}
+		if j >= 0 {
+			return j
 		}
 	}
 	return -1
