@@ -505,8 +505,12 @@ section="$OUT/section.md"
         [ "$name" = "cached prompt tok" ] && [[ "$sm" =~ ^(NA|0)$ ]] && [[ "$lm" =~ ^(NA|0)$ ]] && continue
         echo "| $c | $name | $(fmt "$sm" "$slo" "$shi" "$digits") | $(fmt "$lm" "$llo" "$lhi" "$digits") | $(ratio "$sm" "$lm") |"
       done
-      has "$SIDES" specd && has "$SIDES" llama &&
+      if has "$SIDES" specd && has "$SIDES" llama; then
         echo "| $c | output tok/s, per-run ratio (90 % CI) | | | $(paired "$OUT/s$s/c$c.specd.r*.json" .specd. .llama. '.points[0].summary.output_throughput') |"
+        # The decode phase alone (time to first token left out): llama-server's
+        # mean time per output token over specd's, > 1 when specd is faster.
+        echo "| $c | decode speed (1 / mean TPOT), per-run ratio (90 % CI) | | | $(paired "$OUT/s$s/c$c.llama.r*.json" .llama. .specd. '.points[0].summary.tpot_ms.mean') |"
+      fi
       [ -n "$fails" ] && echo "| $c | **errors** |${fails} | | |"
     done
   done
