@@ -57,7 +57,7 @@ func TestThreadChooserPicksTheFaster(t *testing.T) {
 
 // Trying the other choice costs about exploreShare of the decode time,
 // whether the other choice is a little or a hundred times slower, and
-// whichever of the two is the faster.
+// whichever of the two is preferred.
 func TestThreadChooserTryCostIsBounded(t *testing.T) {
 	const n = 20000
 	for _, slow := range []float64{1.1, 2, 10, 100} {
@@ -77,10 +77,15 @@ func TestThreadChooserTryCostIsBounded(t *testing.T) {
 				c.observe(8, th, d)
 				total += d
 			}
+			// The preferred choice: the faster, except that one thread
+			// must win by more than oneThreadWin (at 1.1x it does not).
 			best := n * fast
-			// One thread, when faster, is first tried once the credit of
-			// ~1/exploreShare decodes on all threads pays for it.
-			if oneFaster {
+			switch {
+			case oneFaster && 1/slow >= oneThreadWin:
+				best = time.Duration(float64(n*fast) * slow)
+			case oneFaster:
+				// One thread is first tried once the credit of
+				// ~1/exploreShare decodes on all threads pays for it.
 				best += time.Duration(float64(fast)*slow) * time.Duration(1/exploreShare)
 			}
 			if over := float64(total)/float64(best) - 1; over > 1.5*exploreShare {
@@ -131,4 +136,24 @@ func (t *threadChooser) preferred(rows int) int {
 		return t.all
 	}
 	return 1
+}
+
+// Near a tie all threads are kept: one thread 5 % faster is not worth the
+// idle pool (oneThreadWin); 20 % faster is.
+func TestThreadChooserNearTieKeepsAll(t *testing.T) {
+	for _, tc := range []struct {
+		one  time.Duration
+		want int
+	}{{190 * time.Microsecond, 2}, {160 * time.Microsecond, 1}} {
+		c := newThreadChooser(2)
+		simulate(c, 1, 2000, func(th int) time.Duration {
+			if th == 1 {
+				return tc.one
+			}
+			return 200 * time.Microsecond
+		})
+		if p := c.preferred(1); p != tc.want {
+			t.Errorf("one thread %v against 200µs on two: preferred %d, want %d", tc.one, p, tc.want)
+		}
+	}
 }
