@@ -451,6 +451,10 @@ const (
 	// avoided, would otherwise keep them avoiding it for good (one server
 	// stopped speculating for the rest of a benchmark, 3 runs of 6).
 	costStale = 512
+	// costOutlier: once a bucket holds costOutlierAfter readings, a reading
+	// counts at most costOutlier times its average.
+	costOutlier      = 2
+	costOutlierAfter = 4
 )
 
 type costCurve struct {
@@ -481,12 +485,22 @@ func (c *costCurve) observe(n int, d time.Duration) {
 	if c.n[b] > 0 && !c.fresh(b) {
 		c.n[b] = 0 // a stale average does not weigh on a fresh reading
 	}
+	sec := d.Seconds()
+	if c.n[b] >= costOutlierAfter {
+		// One stall of the host (a reading many times the mean) moves the
+		// average by at most 1/costWindow of the mean: otherwise it could
+		// price the size adaptive k was using above the others for the
+		// window's worth of readings it no longer takes (a server fell to
+		// 1.6 tokens a pass for part of a benchmark run). A lasting change
+		// still takes over within a few readings.
+		sec = min(sec, costOutlier*c.y[b])
+	}
 	if c.n[b] < costWindow {
 		c.n[b]++
 	}
 	w := 1 / float64(c.n[b])
 	c.x[b] += (float64(n) - c.x[b]) * w
-	c.y[b] += (d.Seconds() - c.y[b]) * w
+	c.y[b] += (sec - c.y[b]) * w
 	c.clock++
 	c.seen[b] = c.clock
 	c.any = true

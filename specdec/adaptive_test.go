@@ -192,6 +192,22 @@ func TestCostModel(t *testing.T) {
 	if got := m.DraftCost(1) * 1e3; math.Abs(got-min(6.0/300, 0.1)*10) > 1e-6 {
 		t.Errorf("DraftCost(1) = %vms after its 30 ms reading went stale, want %v", got, min(6.0/300, 0.1)*10)
 	}
+	// One stall among steady readings moves the average by little; a
+	// lasting change takes over.
+	m = CostModel{}
+	for range 8 {
+		m.ObserveVerify(4, ms(10))
+	}
+	m.ObserveVerify(4, ms(200))
+	if got := m.VerifyCost(4) * 1e3; got > 10+(20-10)/9.0+1e-9 {
+		t.Errorf("VerifyCost(4) = %vms after one 200 ms stall among 10 ms readings, want at most %v", got, 10+(20-10)/9.0)
+	}
+	for range 50 {
+		m.ObserveVerify(4, ms(30))
+	}
+	if got := m.VerifyCost(4) * 1e3; got < 29 {
+		t.Errorf("VerifyCost(4) = %vms after 50 readings of 30 ms, want about 30", got)
+	}
 	m = CostModel{}
 	m.ObserveVerify(9, ms(12))
 	m.ObserveDraft(4, ms(2))
