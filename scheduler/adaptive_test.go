@@ -30,7 +30,7 @@ func meanK(t *testing.T, target, draft *engine.Model) (k, specShare, alpha float
 		k = float64(st.DraftProposed) / specSteps
 		alpha = float64(st.DraftAccepted) / float64(st.DraftProposed)
 	}
-	t.Logf("%d steps: target decode %.2f ms, draft decodes %.2f ms per step; the draft decoded %d tokens (prompts %d)", st.Steps,
+	t.Logf("%d steps (%d tries): target decode %.2f ms, draft decodes %.2f ms per step; the draft decoded %d tokens (prompts %d)", st.Steps, st.DraftTries,
 		st.DecodeTime.Seconds()*1e3/float64(st.Steps), st.DraftDecodeTime.Seconds()*1e3/float64(st.Steps), draftRows, promptRows)
 	// Each decode step of the two sequences is one verify each.
 	return k, specSteps / float64(2*st.Steps), alpha, draftRows, promptRows

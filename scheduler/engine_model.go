@@ -154,6 +154,14 @@ func NewEngine(cfg Config, lib *engine.Library, target, draft *engine.Model, log
 	if err != nil {
 		return nil, err
 	}
+	if draft != nil && target.Info().SizeBytes > 0 {
+		// Until a draft step is measured it costs at most the models' size
+		// ratio of a target decode (decode reads the weights): a draft as
+		// big as the target is not tried on a prior of 0.1, and a small one
+		// is tried even if a stall slowed its first prompt.
+		r := float64(draft.Info().SizeBytes) / float64(target.Info().SizeBytes)
+		e.Scheduler.costs.DraftPrior = min(max(r, 1e-3), 1)
+	}
 	ok = true
 	return e, nil
 }

@@ -789,9 +789,9 @@ func TestRealMinTokens(t *testing.T) {
 // prompt (its reading 40 ms for 5 rows, the target's 15 ms) once priced
 // every draft step at 2.7 target decodes, so adaptive k never drafted and
 // never measured a draft step (a fresh server on the heavy pair, short
-// prompts: 2 runs in 6, at half the speed). The draft step is priced at the
-// prior until it has been measured, and a sequence that drafts replaces the
-// reading.
+// prompts: 2 runs in 6, at half the speed). Until a draft step is measured
+// it is priced at most at the models' size ratio, and a sequence that
+// drafts replaces the reading.
 func TestRealSlowFirstReadingStillDrafts(t *testing.T) {
 	lib, st, hv := realModels(t)
 	e, err := NewEngine(Config{CtxSize: 512, MaxRunning: 1, Threads: testThreads, Proposer: "draft"}, lib, hv, st, nil)
@@ -806,7 +806,7 @@ func TestRealSlowFirstReadingStillDrafts(t *testing.T) {
 	defer func() { cancel(); <-e.Done(); e.Close() }()
 	out := runAll(t, e.Scheduler, fixedRequests(t, hv.Vocab(), 1, 64, true))[0]
 	s := waitIdle(t, e.Scheduler)
-	t.Logf("%d tokens, %d draft tokens proposed, %d accepted, %d tries", len(out), s.DraftProposed, s.DraftAccepted, s.DraftTries)
+	t.Logf("%d tokens, %d draft tokens proposed, %d accepted, %d tries (size prior %.2f)", len(out), s.DraftProposed, s.DraftAccepted, s.DraftTries, e.costs.DraftPrior)
 	if s.DraftProposed < 32 {
 		t.Errorf("%d draft tokens proposed for 64 output tokens: adaptive k kept the slow reading", s.DraftProposed)
 	}

@@ -142,6 +142,13 @@ func TestCostModel(t *testing.T) {
 	if got := m.DraftCost(1) * 1e3; math.Abs(got-1) > 1e-6 {
 		t.Errorf("DraftCost(1) of a draft that prefilled at 0.55x the target = %vms, want the prior 0.1 x 10", got)
 	}
+	// A prior of the models' size ratio, 1 for a draft as big as the
+	// target: then the measured ratio prices it.
+	m.DraftPrior = 1
+	if got := m.DraftCost(1) * 1e3; math.Abs(got-5.5) > 1e-6 {
+		t.Errorf("DraftCost(1) with prior 1 = %vms, want the measured ratio 5.5", got)
+	}
+	m.DraftPrior = 0
 	m.ObserveDraft(1, ms(6))
 	if got := m.DraftCost(1) * 1e3; got != 6 {
 		t.Errorf("DraftCost(1) once measured = %vms, want 6", got)
@@ -183,14 +190,14 @@ func TestCostModel(t *testing.T) {
 	if got := m.VerifyCost(2) * 1e3; got != 10 {
 		t.Errorf("VerifyCost(2) = %vms, want 10: the fresh one-row reading prices it, not its own stale one", got)
 	}
-	// A stale draft step is priced like an unmeasured one: the lower of the
-	// prompt ratio and the prior.
+	// A stale draft step is priced like an unmeasured one: at the prompt
+	// ratio.
 	m.ObserveDraft(1, ms(30))
 	for range costStale {
 		m.ObserveDraft(128, ms(6))
 	}
-	if got := m.DraftCost(1) * 1e3; math.Abs(got-min(6.0/300, 0.1)*10) > 1e-6 {
-		t.Errorf("DraftCost(1) = %vms after its 30 ms reading went stale, want %v", got, min(6.0/300, 0.1)*10)
+	if got := m.DraftCost(1) * 1e3; math.Abs(got-6.0/300*10) > 1e-6 {
+		t.Errorf("DraftCost(1) = %vms after its 30 ms reading went stale, want %v", got, 6.0/300*10)
 	}
 	// One stall among steady readings moves the average by little; a
 	// lasting change takes over.
