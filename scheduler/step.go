@@ -443,11 +443,11 @@ func (s *Scheduler) exploreDraft(chosen, candidates bool, costs specdec.Costs) {
 		}
 		k := min(exploreK, b.Limit)
 		one := costs.VerifyCost(1)
-		try := costs.DraftCost(lag) + float64(k-1)*costs.DraftCost(1) + max(costs.VerifyCost(k+1)-one, 0)
-		if s.exploreCredit < max(try, one) {
+		try := max(costs.DraftCost(lag)+float64(k-1)*costs.DraftCost(1)+max(costs.VerifyCost(k+1)-one, 0), one)
+		if s.exploreCredit < try {
 			return
 		}
-		s.exploreCredit -= max(try, one)
+		s.exploreCredit -= try
 		s.exploreNext = i + 1
 		q.kWant = k
 		s.statsMu.Lock()
